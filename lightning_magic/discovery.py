@@ -1,0 +1,169 @@
+"""Find the LightningModule and the data a ``%%lightning_train`` cell made.
+
+The cell runs in the user's namespace; comparing the namespace before and after tells which names
+the cell bound. The rules, in order, are in ``discover``'s docstring and in the README.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from IPython.core.error import UsageError
+
+
+@dataclass
+class Found:
+    model: Any
+    model_name: Optional[str]
+    train: Any = None            # DataLoader, or None when a datamodule or the module provides it
+    val: Any = None
+    datamodule: Any = None
+    data_name: Optional[str] = None
+    val_name: Optional[str] = None
+    instantiated: bool = False   # the model was built here from a class the cell defined
+
+
+def namespace_snapshot(namespace: dict[str, Any]) -> dict[str, int]:
+    return {name: id(value) for name, value in namespace.items() if not name.startswith("_")}
+
+
+def bound_by_cell(before: dict[str, int], namespace: dict[str, Any]) -> dict[str, Any]:
+    """Names the cell bound or rebound, in the order they appear in the namespace."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and before.get(name) != id(value)}
+
+
+def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[str] = None,
+             data: Optional[str] = None, val_data: Optional[str] = None) -> Found:
+    """Pick the model and data.
+
+    Model: ``--model``, else the LightningModule instance the cell bound, else an instance of the
+    only LightningModule subclass the cell defined (when it takes no arguments).
+    Data: ``--data``, else a LightningDataModule the cell bound, else the DataLoader(s) the cell
+    bound (with several, the one named like "val" is validation data), else the module's own
+    ``train_dataloader``. ``--val-data`` names the validation DataLoader.
+    """
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    found = _find_model(namespace, bound, model, pl.LightningModule)
+    if data is not None:
+        chosen = _lookup(namespace, "--data", data)
+        if isinstance(chosen, pl.LightningDataModule):
+            found.datamodule = chosen
+        elif isinstance(chosen, DataLoader):
+            found.train = chosen
+        else:
+            raise UsageError(f"--data {data}: {data} is a {type(chosen).__name__}, not a "
+                             "LightningDataModule or a DataLoader.")
+        found.data_name = data
+    else:
+        modules = {n: v for n, v in bound.items() if isinstance(v, pl.LightningDataModule)}
+        loaders = {n: v for n, v in bound.items() if isinstance(v, DataLoader)}
+        if len(modules) > 1:
+            raise UsageError(f"The cell made {len(modules)} LightningDataModules "
+                             f"({', '.join(modules)}): say which with --data NAME.")
+        if modules:
+            found.data_name, found.datamodule = next(iter(modules.items()))
+        elif loaders:
+            _pick_loaders(found, loaders, val_data is not None)
+    if val_data is not None:
+        chosen = _lookup(namespace, "--val-data", val_data)
+        if not isinstance(chosen, DataLoader):
+            raise UsageError(f"--val-data {val_data}: {val_data} is a {type(chosen).__name__}, "
+                             "not a DataLoader.")
+        found.val, found.val_name = chosen, val_data
+    return found
+
+
+def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional[str],
+                base: type) -> Found:
+    if name is not None:
+        chosen = _lookup(namespace, "--model", name)
+        if isinstance(chosen, type) and issubclass(chosen, base):
+            return Found(model=_instantiate(chosen, name), model_name=None, instantiated=True)
+        if not isinstance(chosen, base):
+            raise UsageError(f"--model {name}: {name} is a {type(chosen).__name__}, not a "
+                             "LightningModule.")
+        return Found(model=chosen, model_name=name)
+    instances = {n: v for n, v in bound.items() if isinstance(v, base)}
+    if len(instances) == 1:
+        model_name, model = next(iter(instances.items()))
+        return Found(model=model, model_name=model_name)
+    if len(instances) > 1:
+        raise UsageError(f"The cell made {len(instances)} LightningModules "
+                         f"({', '.join(instances)}): say which to train with --model NAME.")
+    classes = {n: v for n, v in bound.items()
+               if isinstance(v, type) and issubclass(v, base) and v is not base
+               and v.__module__ == "__main__"}
+    if len(classes) == 1:
+        class_name, cls = next(iter(classes.items()))
+        return Found(model=_instantiate(cls, class_name), model_name=None, instantiated=True)
+    if len(classes) > 1:
+        raise UsageError(f"The cell defined {len(classes)} LightningModule classes "
+                         f"({', '.join(classes)}) and made no instance: create the one to train, "
+                         "for example model = MyModel(), or name it with --model NAME.")
+    _no_model(bound, base)
+    raise AssertionError("unreachable")
+
+
+def _no_model(bound: dict[str, Any], base: type) -> None:
+    other = [n for n, v in bound.items() if type(v).__module__.startswith("pytorch_lightning")
+             or (isinstance(v, type) and any(c.__module__.startswith("pytorch_lightning")
+                                             for c in v.__mro__))]
+    if other:
+        raise UsageError(f"{', '.join(other)} comes from the pytorch_lightning package; "
+                         "%%lightning_train trains lightning.pytorch modules. Use "
+                         "`import lightning.pytorch as pl` (or `import lightning as L`).")
+    raise UsageError("The cell made no LightningModule. %%lightning_train trains the "
+                     "LightningModule instance the cell binds (model = MyModel()), or the one "
+                     "LightningModule class it defines when that class takes no arguments; "
+                     "use --model NAME to pick one made in an earlier cell.")
+
+
+def _instantiate(cls: type, name: str) -> Any:
+    try:
+        inspect.signature(cls).bind()
+    except TypeError:
+        raise UsageError(f"{name} needs constructor arguments, so it cannot be built for you: "
+                         f"create it in the cell, for example model = {name}(...).") from None
+    return cls()
+
+
+def _pick_loaders(found: Found, loaders: dict[str, Any], val_given: bool) -> None:
+    if len(loaders) == 1:
+        found.data_name, found.train = next(iter(loaders.items()))
+        return
+    val_names = [n for n in loaders if "val" in n.lower()]
+    train_names = [n for n in loaders if n not in val_names]
+    if len(train_names) == 1 and (len(val_names) == 1 or val_given):
+        found.data_name, found.train = train_names[0], loaders[train_names[0]]
+        if val_names and not val_given:
+            found.val_name, found.val = val_names[0], loaders[val_names[0]]
+        return
+    raise UsageError(f"The cell made {len(loaders)} DataLoaders ({', '.join(loaders)}) and it is "
+                     "not clear which is for training: say so with --data NAME "
+                     "(and --val-data NAME).")
+
+
+def _lookup(namespace: dict[str, Any], flag: str, name: str) -> Any:
+    if name not in namespace:
+        raise UsageError(f"{flag} {name}: there is no variable {name!r} in the notebook.")
+    return namespace[name]
+
+
+def train_batch_size(found: Found) -> Optional[int]:
+    """The training DataLoader's batch size, when it can be known without side effects."""
+    loader = found.train
+    if loader is None:
+        try:
+            source = found.datamodule if found.datamodule is not None else found.model
+            loader = source.train_dataloader()
+        except Exception:  # noqa: BLE001 - needs setup(); the note is only informative
+            return None
+    size = getattr(loader, "batch_size", None)
+    if size is None and getattr(loader, "batch_sampler", None) is not None:
+        size = getattr(loader.batch_sampler, "batch_size", None)
+    return size if isinstance(size, int) else None

@@ -1,0 +1,259 @@
+"""Run a LightningModule under ``ddp_notebook``: pre-fork checks, the run, results and cleanup.
+
+Everything that decides *how* ranks are started and watched lives in ``launcher``; this module
+prepares a fresh Trainer for one cell, runs it, and turns what came back into a ``TrainingRun``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Optional
+
+from IPython.core.error import UsageError
+
+from .discovery import Found, train_batch_size
+from .flags import TrainFlags
+from .hardware import Resolved
+from .results import TrainingRun
+
+STUDIO_ROOT = "/teamspace/studios/this_studio"  # a Lightning cloud studio's persistent storage
+
+
+@dataclass
+class Plan:
+    """Everything decided before the fork."""
+
+    flags: TrainFlags
+    resolved: Resolved
+    found: Found
+    ckpt_dir: str
+    resume_path: Optional[str]
+    batch_size: Optional[int]
+    kernel_id: Optional[str] = None
+
+
+# -- before the cell runs -------------------------------------------------------------------------
+
+def runs_root(cwd: str) -> str:
+    if os.path.isdir(STUDIO_ROOT) and os.access(STUDIO_ROOT, os.W_OK):
+        return os.path.join(STUDIO_ROOT, "lightning_runs")
+    return os.path.join(cwd, "lightning_runs")
+
+
+def check_resume(flags: TrainFlags, cwd: str) -> Optional[str]:
+    """The checkpoint --resume points at, or a UsageError saying why there is none."""
+    if flags.resume is None:
+        return None
+    if flags.resume != "last":
+        path = os.path.abspath(os.path.expanduser(flags.resume))
+        if not os.path.isfile(path):
+            raise UsageError(f"--resume {flags.resume}: no such checkpoint file. Give 'last' or "
+                             "the path of a .ckpt file.")
+        return path
+    if flags.ckpt_dir is not None:
+        path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
+        if not os.path.isfile(path):
+            raise UsageError(f"--resume last: {flags.ckpt_dir} has no last.ckpt yet. Train once "
+                             f"with --ckpt-dir {flags.ckpt_dir} first, or drop --resume.")
+        return path
+    root = runs_root(cwd)
+    candidates = []
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            path = os.path.join(root, name, "last.ckpt")
+            if os.path.isfile(path):
+                candidates.append((os.path.getmtime(path), path))
+    if not candidates:
+        raise UsageError(f"--resume last: no run under {root} has a last.ckpt. Train once first, "
+                         "or give --resume PATH.")
+    return max(candidates)[1]
+
+
+def choose_ckpt_dir(flags: TrainFlags, resume_path: Optional[str], model: Any, cwd: str) -> str:
+    if flags.ckpt_dir is not None:
+        return os.path.abspath(os.path.expanduser(flags.ckpt_dir))
+    if flags.resume == "last" and resume_path is not None:
+        return os.path.dirname(resume_path)  # keep writing where the run we continue wrote
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(runs_root(cwd), f"{stamp}-{type(model).__name__}")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}-{n}"
+    return path
+
+
+# -- before the fork ------------------------------------------------------------------------------
+
+def check_before_fork(found: Found) -> None:
+    """Refuse, with the fix, what would otherwise fail in every rank."""
+    _check_cuda_not_initialized()
+    _check_hooks(found.model)
+    _check_training_data(found)
+
+
+def _check_cuda_not_initialized() -> None:
+    import torch
+
+    if torch.cuda.is_initialized():  # reads a flag; does not initialize CUDA
+        raise CudaInitialized()
+
+
+class CudaInitialized(Exception):
+    """CUDA was initialized in the kernel, so forked ranks cannot use it."""
+
+
+def _check_hooks(model: Any) -> None:
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    missing = [hook for hook in ("training_step", "configure_optimizers")
+               if not is_overridden(hook, model)]
+    if missing:
+        names = " and ".join(f"{h}()" for h in missing)
+        close = _close_names(type(model), missing)
+        hint = f" ({close} looks like a misspelling)" if close else ""
+        raise UsageError(f"{type(model).__name__} has no {names}{hint}: Lightning needs both "
+                         "training_step(self, batch, batch_idx) and configure_optimizers(self).")
+
+
+def _close_names(cls: type, wanted: list[str]) -> str:
+    import difflib
+
+    own = [n for n in vars(cls) if not n.startswith("__")]
+    hits = [m for w in wanted for m in difflib.get_close_matches(w, own, n=1, cutoff=0.8)]
+    return ", ".join(hits)
+
+
+def _check_training_data(found: Found) -> None:
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if found.train is None and found.datamodule is None \
+            and not is_overridden("train_dataloader", found.model):
+        raise UsageError(
+            f"There is no training data for {type(found.model).__name__}: the cell made no "
+            "LightningDataModule or DataLoader, and the module has no train_dataloader(). Create "
+            "one in the cell (train_loader = DataLoader(...)) or name it with --data NAME.")
+
+
+def notes_before_training(plan: Plan) -> list[str]:
+    r = plan.resolved
+    lines = [f"Training {type(plan.found.model).__name__} on {r.describe()} · checkpoints in "
+             f"{plan.ckpt_dir}"]
+    lines += list(r.notes)
+    if plan.batch_size and r.num_processes > 1:
+        effective = plan.batch_size * r.num_processes * plan.flags.accumulate_grad_batches
+        accumulate = (f" x {plan.flags.accumulate_grad_batches} accumulated"
+                      if plan.flags.accumulate_grad_batches > 1 else "")
+        lines.append(f"Effective batch size: {effective} ({plan.batch_size} x {r.num_processes} "
+                     f"processes{accumulate})")
+    if plan.resume_path:
+        lines.append(f"Resuming from {plan.resume_path}")
+    return lines
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+def run(plan: Plan) -> TrainingRun:
+    """Train ``plan.found.model`` in forked ranks and return the ``TrainingRun``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from . import launcher, ranks
+
+    flags, resolved, found = plan.flags, plan.resolved, plan.found
+    os.makedirs(plan.ckpt_dir, exist_ok=True)
+    stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
+    control = ranks.RunControl(resolved.num_processes, stack_dir)
+    run_id = uuid.uuid4().hex[:12]
+    settings = {"seed": flags.seed, "timeout": flags.timeout,
+                "rank_env": {"LIGHTNING_MAGIC_RUN_ID": run_id,
+                             "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""}}
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
+    previous_levels = ranks.quiet_lightning_logs()
+    kernel_warnings: list[str] = []
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            strategy = launcher.NotebookDDPStrategy(
+                control, settings,
+                find_unused_parameters=resolved.strategy.endswith("_true"))
+            trainer_kwargs = flags.trainer_kwargs()
+            if flags.check:
+                trainer_kwargs.update(fast_dev_run=1)
+            from lightning.pytorch import Trainer
+
+            trainer = Trainer(
+                accelerator=resolved.accelerator,
+                devices=resolved.trainer_devices(),
+                strategy=strategy,
+                precision=resolved.precision,
+                callbacks=[ranks.HistoryRecorder(),
+                           ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt")),
+                           ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True)],
+                default_root_dir=plan.ckpt_dir,
+                logger=CSVLogger(plan.ckpt_dir, name="logs"),
+                enable_progress_bar=flags.progress == "bar",
+                enable_model_summary=False,
+                **trainer_kwargs,
+            )
+            try:
+                trainer.fit(found.model, train_dataloaders=found.train,
+                            val_dataloaders=found.val if found.datamodule is None else None,
+                            datamodule=found.datamodule, ckpt_path=plan.resume_path)
+                outcome = strategy.launcher.outcome
+            except launcher.RanksFailed as failed:
+                outcome = failed.outcome
+            kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    finally:
+        ranks.restore_logs(previous_levels)
+        shutil.rmtree(stack_dir, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    return _training_run(plan, trainer, outcome, elapsed, kernel_warnings)
+
+
+def _training_run(plan: Plan, trainer: Any, outcome: Any, elapsed: float,
+                  kernel_warnings: list[str]) -> TrainingRun:
+    resolved, extra = plan.resolved, outcome.extra or {}
+    metrics = {}
+    for name, value in trainer.callback_metrics.items():
+        try:
+            metrics[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    output = outcome.worker_output
+    status = "checked" if plan.flags.check and outcome.status == "finished" else outcome.status
+    warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
+    result = TrainingRun(
+        status=status, metrics=metrics, history=list(extra.get("history", [])),
+        best_model_path=str(output.best_model_path) if output and output.best_model_path else None,
+        last_model_path=extra.get("last_model_path"),
+        elapsed=elapsed, devices=resolved.trainer_devices(), accelerator=resolved.accelerator,
+        strategy=resolved.strategy, precision=resolved.precision,
+        num_processes=resolved.num_processes, ckpt_dir=plan.ckpt_dir,
+        epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
+        model=plan.found.model, summary=model_summary(plan.found.model),
+        notes=notes_before_training(plan), warnings=warnings_seen,
+    )
+    if status not in ("finished", "checked"):
+        from .failures import report_for
+
+        result.report = report_for(outcome, plan)
+        result.traceback = outcome.error.traceback if outcome.error else None
+    return result
+
+
+def model_summary(model: Any) -> Optional[str]:
+    try:
+        from lightning.pytorch.utilities.model_summary import ModelSummary
+
+        return str(ModelSummary(model, max_depth=1))
+    except Exception:  # noqa: BLE001 - a summary is a convenience
+        return None

@@ -1,0 +1,329 @@
+"""Lightning's multiprocessing launcher, made safe for a notebook kernel.
+
+``NotebookLauncher`` keeps Lightning's way of returning rank 0's results to the kernel (weights
+loaded into the user's model, trainer state, callback metrics) and replaces the part that waits
+for the ranks: it watches every rank and the kernel's interrupts at once, so that a crash, a hang
+or Ctrl+C ends with a report and no process left behind, instead of a SystemExit in the kernel.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import socket
+import time
+import traceback as tb_module
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any, Callable, Optional
+
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+from . import ranks
+
+STOP_GRACE_S = 5.0   # an interrupted run must be gone within this
+TERM_GRACE_S = 3.0   # between SIGTERM and SIGKILL when ending ranks
+ADDRESS_IN_USE = ("address already in use", "eaddrinuse", "errno 98")
+
+
+@dataclass
+class RankError:
+    """A failure reported by a rank itself (the exception it raised)."""
+
+    rank: int
+    exc_type: str
+    message: str
+    traceback: str
+    user_frame: Optional[tuple[str, int, str]] = None
+
+
+@dataclass
+class Outcome:
+    """How the ranks ended, as the kernel saw it."""
+
+    status: str = "finished"              # finished | failed | interrupted | timeout
+    error: Optional[RankError] = None
+    exit_rank: Optional[int] = None        # a rank that died without reporting an exception
+    exitcode: Optional[int] = None
+    stalled_rank: Optional[int] = None
+    stacks: dict[int, str] = field(default_factory=dict)
+    worker_output: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 1
+
+
+class RanksFailed(Exception):
+    """Raised through Trainer.fit when the ranks did not finish; carries the Outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
+    try:
+        from .suggestions import user_frame_from_traceback
+    except ImportError:
+        return None
+    try:
+        return user_frame_from_traceback(exc.__traceback__)
+    except Exception:  # noqa: BLE001 - a report without a location is still a report
+        return None
+
+
+class NotebookLauncher(_MultiProcessingLauncher):
+    def __init__(self, strategy: Any, control: ranks.RunControl, settings: dict[str, Any]) -> None:
+        super().__init__(strategy, start_method="fork")
+        self.control = control
+        self.settings = settings       # seed, timeout, rank_env, stop_checkpoint
+        self.outcome = Outcome()
+        self.history: list[dict[str, Any]] = []
+
+    # -- kernel side -------------------------------------------------------------------------
+    def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        for attempt in (1, 2):
+            outcome = self._run_ranks(function, args, kwargs, trainer)
+            outcome.attempts = attempt
+            if attempt == 1 and _address_in_use(outcome):
+                self.control.stop.clear()
+                continue  # another free port, once
+            break
+        self.outcome = outcome
+        if outcome.worker_output is None:
+            raise RanksFailed(outcome)
+        self._recover_results_in_main_process(outcome.worker_output, trainer)
+        return outcome.worker_output.trainer_results
+
+    def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any) -> Outcome:
+        ctx = mp.get_context("fork")
+        results, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
+        port = free_port()
+        self._strategy.cluster_environment._main_port = port
+        saved_port = os.environ.get("MASTER_PORT")
+        os.environ["MASTER_PORT"] = str(port)
+        procs = []
+        try:
+            for rank in range(self._strategy.num_processes):
+                proc = ctx.Process(target=self._rank_main, name=f"lightning-rank-{rank}",
+                                   args=(rank, trainer, function, args, kwargs, results, errors))
+                proc.start()
+                procs.append(proc)
+        finally:
+            if saved_port is None:
+                os.environ.pop("MASTER_PORT", None)
+            else:
+                os.environ["MASTER_PORT"] = saved_port
+        self.procs = procs
+        try:
+            return self._supervise(procs, results, errors)
+        finally:
+            _end_ranks(procs)
+
+    def _supervise(self, procs: list, results: Any, errors: Any) -> Outcome:
+        outcome = Outcome()
+        timeout = self.settings.get("timeout")
+        stop_deadline: Optional[float] = None
+        running = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
+        while running:
+            try:
+                ready = wait(list(running) + [results._reader, errors._reader], timeout=0.5)
+                if errors._reader in ready:
+                    record = errors.get()
+                    if outcome.error is None:
+                        outcome.error = RankError(**record)
+                        outcome.status = "failed"
+                if results._reader in ready:
+                    output = results.get()
+                    outcome.worker_output = output
+                    if output is not None:
+                        outcome.extra = output.extra
+                for sentinel in [s for s in ready if s in running]:
+                    rank, proc = running.pop(sentinel)
+                    proc.join()
+                    if proc.exitcode != 0 and outcome.exit_rank is None and outcome.error is None:
+                        outcome.exit_rank, outcome.exitcode = rank, proc.exitcode
+                        if outcome.status == "finished":
+                            outcome.status = "failed"
+                if outcome.status == "failed" or (outcome.error and outcome.status != "interrupted"):
+                    self._drain(errors, outcome)
+                    break
+                now = time.monotonic()
+                if stop_deadline is not None and now > stop_deadline:
+                    break
+                if timeout and running and stop_deadline is None:
+                    stalled = self._stalled_rank(timeout, now, [r for r, _ in running.values()])
+                    if stalled is not None:
+                        outcome.status, outcome.stalled_rank = "timeout", stalled
+                        outcome.stacks = self._dump_stacks(procs)
+                        outcome.stalled_rank = _pick_stalled(outcome.stacks, stalled)
+                        break
+            except KeyboardInterrupt:
+                outcome.status = "interrupted"
+                if stop_deadline is not None:
+                    break  # a second interrupt: end the ranks now
+                self.control.stop.set()
+                stop_deadline = time.monotonic() + STOP_GRACE_S
+        if outcome.status == "interrupted" and outcome.worker_output is None:
+            outcome.worker_output = None
+        # results of a stopped run carry the status the ranks agreed on
+        if outcome.worker_output is not None and outcome.extra.get("status") == "interrupted":
+            outcome.status = "interrupted"
+        return outcome
+
+    def _drain(self, errors: Any, outcome: Outcome) -> None:
+        """A rank that failed may be followed by others; keep the first real exception."""
+        deadline = time.monotonic() + 0.5
+        while outcome.error is None and time.monotonic() < deadline:
+            if wait([errors._reader], timeout=0.1):
+                outcome.error = RankError(**errors.get())
+
+    def _stalled_rank(self, timeout: float, now: float, alive: list[int]) -> Optional[int]:
+        ages = {rank: now - self.control.heartbeat[rank] for rank in alive}
+        stale = {rank: age for rank, age in ages.items() if age > timeout}
+        return max(stale, key=stale.get) if stale else None
+
+    def _dump_stacks(self, procs: list) -> dict[int, str]:
+        for proc in procs:
+            if proc.is_alive():
+                try:
+                    os.kill(proc.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+        stacks: dict[int, str] = {}
+        deadline = time.monotonic() + 2.0
+        pending = {rank for rank, p in enumerate(procs) if p.is_alive()}
+        while pending and time.monotonic() < deadline:
+            for rank in list(pending):
+                path = self.control.stack_file(rank)
+                if os.path.exists(path) and os.path.getsize(path) > 0:
+                    with open(path) as handle:
+                        stacks[rank] = handle.read()
+                    pending.discard(rank)
+            if pending:
+                wait([procs[r].sentinel for r in pending], timeout=0.05)
+        return stacks
+
+    # -- rank side ---------------------------------------------------------------------------
+    def _rank_main(self, rank: int, trainer: Any, function: Callable, args: Any, kwargs: Any,
+                   results: Any, errors: Any) -> None:
+        env = dict(self.settings.get("rank_env", {}), LIGHTNING_MAGIC_RANK=str(rank),
+                   LOCAL_RANK=str(rank))
+        ranks.prepare_rank_process(rank, self.control, env)
+        collector = ranks.WarningCollector()
+        collector.install()
+        self._collector = collector
+        try:
+            from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+
+            _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
+            if self.settings.get("seed") is not None:
+                from lightning.fabric.utilities.seed import seed_everything
+
+                seed_everything(self.settings["seed"], verbose=False)
+            status = "finished"
+            try:
+                output = function(*args, **kwargs)
+            except ranks.StopRequested:
+                status, output = "interrupted", None
+            self._status = status
+            worker_output = self._collect_rank_zero_results(trainer, output)
+            if rank == 0:
+                from lightning.fabric.utilities import move_data_to_device
+
+                results.put(move_data_to_device(worker_output, "cpu"))
+        except BaseException as exc:  # noqa: BLE001 - everything a rank raises is reported
+            errors.put({
+                "rank": rank,
+                "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                "message": str(exc),
+                "traceback": "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__)),
+                "user_frame": _user_frame(exc),
+            })
+            os._exit(1)
+
+    def get_extra_results(self, trainer: Any) -> dict[str, Any]:
+        extra = super().get_extra_results(trainer)
+        checkpoint = trainer.checkpoint_callback
+        history = next((cb.rows for cb in trainer.callbacks
+                        if isinstance(cb, ranks.HistoryRecorder)), [])
+        extra.update(
+            status=getattr(self, "_status", "finished"),
+            history=history,
+            last_model_path=getattr(checkpoint, "last_model_path", None) or None,
+            best_model_score=_score(getattr(checkpoint, "best_model_score", None)),
+            warnings=list(getattr(self, "_collector", ranks.WarningCollector()).messages),
+            global_step=trainer.global_step,
+            current_epoch=trainer.current_epoch,
+        )
+        return extra
+
+    def update_main_process_results(self, trainer: Any, extra: dict[str, Any]) -> None:
+        super().update_main_process_results(trainer, extra)
+        self.outcome.extra = extra
+
+
+class NotebookDDPStrategy(DDPStrategy):
+    """``ddp_notebook`` (fork) whose launcher is the notebook-safe one above."""
+
+    def __init__(self, control: ranks.RunControl, settings: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(start_method="fork", **kwargs)
+        self._control = control
+        self._settings = settings
+
+    def _configure_launcher(self) -> None:
+        self._launcher = NotebookLauncher(self, self._control, self._settings)
+
+
+def _score(value: Any) -> Optional[float]:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _address_in_use(outcome: Outcome) -> bool:
+    text = f"{outcome.error.message} {outcome.error.traceback}".lower() if outcome.error else ""
+    return outcome.status == "failed" and any(marker in text for marker in ADDRESS_IN_USE)
+
+
+def _pick_stalled(stacks: dict[int, str], fallback: int) -> int:
+    """The rank whose stack is not waiting inside a collective is the one that stalled."""
+    waiting = ("torch/distributed", "torch/autograd", "torch/nn/parallel")
+    working = [rank for rank, text in sorted(stacks.items())
+               if text.strip() and not any(marker in text for marker in waiting)]
+    return working[0] if working else fallback
+
+
+def _end_ranks(procs: list) -> None:
+    """SIGTERM every rank's process group, SIGKILL what is left: nothing survives a run."""
+    for proc in procs:
+        if proc.is_alive():
+            _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + TERM_GRACE_S
+    alive = [p for p in procs if p.is_alive()]
+    while alive and time.monotonic() < deadline:
+        wait([p.sentinel for p in alive], timeout=deadline - time.monotonic())
+        alive = [p for p in procs if p.is_alive()]
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGKILL)  # also DataLoader workers left in the group
+        proc.join(timeout=TERM_GRACE_S)
+
+
+def _signal_group(pid: Optional[int], signum: int) -> None:
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,190 @@
+"""What runs inside a forked rank: process setup, quiet logging, and the run's callbacks.
+
+The kernel and its ranks share a small ``RunControl`` made before the fork: a stop flag the kernel
+sets on interrupt, a heartbeat per rank for the stall watchdog, and a folder where each rank can
+dump its Python stack when asked (SIGUSR1). Nothing here runs in the kernel except construction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import logging
+import math
+import multiprocessing as mp
+import os
+import signal
+import time
+import warnings
+from typing import Any, Optional
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # pragma: no cover - lightning is a dependency
+    Callback = object  # type: ignore[misc,assignment]
+
+PR_SET_PDEATHSIG = 1
+
+
+class StopRequested(Exception):
+    """Raised in every rank at the same step when the kernel asked the run to stop."""
+
+
+class RunControl:
+    """Shared state between the kernel and its forked ranks (made before the fork)."""
+
+    def __init__(self, world_size: int, stack_dir: str) -> None:
+        ctx = mp.get_context("fork")
+        self.world_size = world_size
+        self.stop = ctx.Event()
+        self.heartbeat = ctx.Array("d", [time.monotonic()] * world_size, lock=False)
+        self.steps = ctx.Array("q", [0] * world_size, lock=False)
+        self.stack_dir = stack_dir
+
+    def beat(self, rank: int, step: Optional[int] = None) -> None:
+        self.heartbeat[rank] = time.monotonic()
+        if step is not None:
+            self.steps[rank] = step
+
+    def stack_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.stack")
+
+
+def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) -> None:
+    """First thing a rank does after fork: die with the kernel, own its process group, stay quiet."""
+    _die_with_parent()
+    os.setpgid(0, 0)  # the rank and its DataLoader workers form one group the kernel can kill
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel turns an interrupt into a stop request
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.update(env)
+    stack_file = open(control.stack_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=False)
+    quiet_lightning_logs()
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:  # not Linux: the kernel's cleanup still ends the ranks
+        pass
+
+
+def quiet_lightning_logs() -> dict[str, int]:
+    """Raise Lightning's loggers to WARNING (no tips, no 'GPU available' lines); return old levels."""
+    previous = {}
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")]
+    for name in names + ["lightning.pytorch", "lightning.fabric"]:
+        logger = logging.getLogger(name)
+        previous[name] = logger.level
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    return previous
+
+
+def restore_logs(previous: dict[str, int]) -> None:
+    for name, level in previous.items():
+        logging.getLogger(name).setLevel(level)
+
+
+class WarningCollector:
+    """Keeps each distinct warning once instead of printing it from every rank."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._seen: set[str] = set()
+
+    def install(self) -> None:
+        warnings.showwarning = self._show  # type: ignore[assignment]
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = f"{category.__name__}: {message}"
+        if text not in self._seen:
+            self._seen.add(text)
+            self.messages.append(text)
+
+
+def _to_float(value: Any) -> Optional[float]:
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number
+
+
+class HistoryRecorder(Callback):
+    """Records every logged scalar when it changes, with the step and epoch it belongs to."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._last: dict[str, float] = {}
+
+    def _record(self, trainer: Any, stage: str) -> None:
+        changed = {}
+        for name, value in trainer.callback_metrics.items():
+            number = _to_float(value)
+            if number is None:
+                continue
+            previous = self._last.get(name)
+            if previous is None or not (number == previous or (math.isnan(number) and math.isnan(previous))):
+                changed[name] = number
+                self._last[name] = number
+        if changed:
+            self.rows.append({"stage": stage, "epoch": trainer.current_epoch,
+                              "step": trainer.global_step, **changed})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self._record(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._record(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._record(trainer, "epoch")
+
+
+class RunSupervisor(Callback):
+    """Heartbeat for the stall watchdog, and a stop that every rank takes at the same step.
+
+    On a stop request, all ranks agree (one all-reduce of a flag on a CPU group per step), write a
+    checkpoint together to ``stop_checkpoint``, and raise ``StopRequested``.
+    """
+
+    def __init__(self, control: RunControl, stop_checkpoint: str) -> None:
+        self.control = control
+        self.stop_checkpoint = stop_checkpoint
+        self._group: Any = None
+        self.stopped = False
+
+    def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
+        import torch.distributed as dist
+
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        self.control.beat(trainer.global_rank)
+
+    def _stop_agreed(self, trainer) -> bool:  # noqa: ANN001
+        flag = self.control.stop.is_set()
+        if trainer.world_size == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._group)
+        return bool(tensor.item())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank, trainer.global_step)
+        if self._stop_agreed(trainer):
+            trainer.save_checkpoint(self.stop_checkpoint)
+            self.stopped = True
+            raise StopRequested(f"stopped at step {trainer.global_step}")
+
+    def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank)
+
+    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank)

@@ -143,8 +143,9 @@ def _select(spec: str, accelerator: str, gpus: Sequence[Gpu], no_gpu_reason: str
     if _is_int(text):
         count = int(text)
         if count == 0 or count < -1:
-            raise UsageError(f"--devices {spec!r} selects nothing: give a count of at least 1, "
-                             "-1 for every GPU, or a list such as 0,1.")
+            hint = " (to use GPU 0 alone, write --devices gpu:0)" if count == 0 else ""
+            raise UsageError(f"--devices {spec!r} selects nothing{hint}: give a count of at least "
+                             "1, -1 for every GPU, or GPU indices such as 0,1.")
         if accelerator == "cpu" or (accelerator == "auto" and not gpus):
             if count == -1:
                 raise UsageError("--devices -1 means every GPU, and there is none to use here: "

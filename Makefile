@@ -1,0 +1,59 @@
+# The README's commands. Each one sets up what it needs on a fresh machine.
+#   make demo   install, then run the quickstart notebook's training in a real Jupyter kernel
+#   make test   install with the test extra, then run every test
+#   make lab    open JupyterLab on notebooks/
+#   make bench  run the benchmarks (they print tables; see bench/RESULTS.md)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PIP := $(PY) -m pip
+# torch is installed first and pinned, so that the package's own `torch>=2.1` is already met:
+# on a machine without a GPU this keeps pip from pulling gigabytes of CUDA wheels.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lab bench install install-test browser js-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY)
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet ".[demo]"
+
+install-test: $(PY) browser
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet ".[test,demo]"
+
+demo: install
+	cd notebooks && ../$(PY) run_notebook.py quickstart.ipynb
+
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: install
+	$(PIP) install --quiet "jupyterlab>=4,<5"
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+bench: install-test
+	$(PIP) install --quiet ".[bench]"
+	$(PY) bench/launch_overhead.py
+	$(PY) bench/endpoint.py
+	$(PY) bench/gpu_parity.py
+
+# The browser test drives Debian's Chromium. Installed when we are root on Debian; otherwise
+# the test is skipped with a message that says how to install it.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "Chromium is not installed: the browser test will be skipped (apt-get install chromium)."; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) build dist lightning_magic/labextension labextension/lib labextension/node_modules

@@ -1,0 +1,53 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, a scratch working
+directory, and a check that no process outlives a run. The NVML stand-in (the only
+stand-in of the suite) comes from nvml_standin.py."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from nvml_standin import fake_nvml, nvml_missing  # noqa: F401 - fixtures
+
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+
+@pytest.fixture(scope="session")
+def _shell():
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "lightning_magic")
+    return shell
+
+
+@pytest.fixture
+def ip(_shell, tmp_path, monkeypatch):
+    """The real InteractiveShell, in an empty working directory, with a clean namespace."""
+    monkeypatch.chdir(tmp_path)
+    before = set(_shell.user_ns)
+    yield _shell
+    for name in set(_shell.user_ns) - before:
+        del _shell.user_ns[name]
+
+
+def live_children() -> list[psutil.Process]:
+    """Processes started by this test process that are still running (zombies excluded)."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@pytest.fixture
+def no_orphans():
+    """Fails the test if a process it started is still alive at its end."""
+    yield
+    left = live_children()
+    assert not left, f"processes left running: {[(p.pid, p.cmdline()[:3]) for p in left]}"

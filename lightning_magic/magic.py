@@ -96,6 +96,10 @@ class LightningMagics(Magics):
         from .discovery import bound_by_cell, discover, namespace_snapshot
 
         namespace = self.shell.user_ns
+        if opts.seed is not None:  # the model the cell builds starts from the same weights too
+            from lightning.fabric.utilities.seed import seed_everything
+
+            seed_everything(opts.seed, verbose=False)
         before = namespace_snapshot(namespace)
         filename = self.shell.compile.cache(cell, self.shell.execution_count)
         code = self.shell.compile(cell, filename, "exec")

@@ -1,0 +1,80 @@
+"""The notebooks in notebooks/, executed top to bottom in a real Jupyter kernel (nbclient)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+import lightning_magic
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@pytest.fixture
+def kernel_env(monkeypatch):
+    """Kernels import the same lightning_magic as the tests."""
+    package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+
+
+def execute(name: str, workdir: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}})
+    client.execute()
+    return notebook
+
+
+def text_of(cell) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append(output["text"])
+        elif "data" in output:
+            parts.append(output["data"].get("text/plain", ""))
+            parts.append(output["data"].get("text/html", ""))
+    return "".join(parts)
+
+
+def cell_with(notebook, marker: str):
+    return next(c for c in notebook.cells if c.cell_type == "code" and marker in c.source)
+
+
+def test_quickstart(kernel_env, tmp_path):
+    notebook = execute("quickstart.ipynb", tmp_path)
+    training = cell_with(notebook, "%%lightning_train")
+    streams = [o for o in training.outputs if o["output_type"] == "stream"]
+    stream_text = "".join(o["text"] for o in streams)
+    assert "Training Classifier on 2 CPU processes" in stream_text
+    assert "Effective batch size: 128 (64 x 2 processes)" in stream_text
+    assert len(stream_text.splitlines()) <= 6, stream_text  # notes only, no per-rank noise
+    result = next(o for o in training.outputs if o["output_type"] == "execute_result")
+    assert "TrainingRun" in result["data"]["text/html"] and "finished" in result["data"]["text/html"]
+
+    accuracy = float(re.search(r"trained model in the kernel: ([0-9.]+)",
+                               text_of(cell_with(notebook, "model.eval()"))).group(1))
+    assert accuracy > 0.6  # four well separated classes: the weights that came back learned them
+    summary = text_of(next(c for c in notebook.cells if "summary" in c.metadata.get("tags", [])))
+    assert "status:   finished" in summary and "val_acc=" in summary and "elapsed:" in summary
+    assert (tmp_path / "lightning_runs").is_dir()
+    status = text_of(cell_with(notebook, "%gpu_status"))
+    assert "CPU" in status or "cpu" in status
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")
+                                        if p.name != "quickstart.ipynb"
+                                        and not p.name.endswith(".executed.ipynb")))
+def test_other_notebooks_run_clean(kernel_env, tmp_path, name):
+    notebook = execute(name, tmp_path)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            assert output["output_type"] != "error" or "raises-exception" in \
+                cell.metadata.get("tags", []), (name, cell.source[:80])

@@ -1,0 +1,227 @@
+"""Real runs: a real InteractiveShell, real forked CPU ranks (gloo), results back in the kernel."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from conftest import live_children
+from lightning_magic.results import TrainingRun
+
+pytestmark = pytest.mark.slow
+
+DEFINITIONS = '''
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Regressor(pl.LightningModule):
+    def __init__(self, lr=0.05):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.lr = lr
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class WithOwnData(Regressor):
+    def train_dataloader(self):
+        return DataLoader(dataset, batch_size=16)
+
+
+class Data(pl.LightningDataModule):
+    def train_dataloader(self):
+        return DataLoader(dataset, batch_size=16)
+
+    def val_dataloader(self):
+        return DataLoader(dataset, batch_size=32)
+
+
+generator = torch.Generator().manual_seed(0)
+X = torch.randn(128, 8, generator=generator)
+dataset = TensorDataset(X, X.sum(1, keepdim=True))
+'''
+
+CPU2 = "--accelerator cpu --devices 2 --max-epochs 2"
+
+
+@pytest.fixture
+def shell(ip):
+    assert ip.run_cell(DEFINITIONS).success
+    return ip
+
+
+def train(shell, line, cell, expect_ok=True):
+    with capture_output() as captured:
+        result = shell.run_cell(f"%%lightning_train {line}\n{cell}")
+    if expect_ok:
+        assert result.success, (result.error_in_exec, captured.stdout, captured.stderr)
+    return result, captured
+
+
+def test_two_ranks_train_the_users_model(shell, no_orphans):
+    result, captured = train(shell, CPU2, "model = Regressor()\n"
+                                          "before = model.layer.weight.detach().clone()\n"
+                                          "train_loader = DataLoader(dataset, batch_size=16)\n"
+                                          "val_loader = DataLoader(dataset, batch_size=32)")
+    run = result.result
+    assert isinstance(run, TrainingRun) and shell.user_ns["lightning_run"] is run
+    assert run.status == "finished"
+    # rank 0's trained weights are in the object the user holds
+    assert not torch.equal(shell.user_ns["model"].layer.weight, shell.user_ns["before"])
+    assert run.model is shell.user_ns["model"]
+    assert set(run.metrics) >= {"train_loss", "val_loss"}
+    assert all(isinstance(v, float) for v in run.metrics.values())
+    assert (run.devices, run.accelerator, run.strategy, run.precision, run.num_processes) == \
+        (2, "cpu", "ddp_notebook", "32-true", 2)
+    assert run.epochs == 2 and run.global_step == 8  # 128 samples / 16 / 2 ranks * 2 epochs
+    steps = [row["step"] for row in run.history if row["stage"] == "train"]
+    assert steps == list(range(1, 9))
+    assert [row["epoch"] for row in run.history if row["stage"] == "validation"] == [0, 1]
+    assert run.elapsed > 0
+    assert os.path.isfile(run.best_model_path) and os.path.isfile(run.last_model_path)
+    assert os.path.dirname(run.best_model_path).startswith(os.path.join(os.getcwd(), "lightning_runs"))
+    # notes before training, and none of Lightning's default noise
+    out = captured.stdout
+    assert "Training Regressor on 2 CPU processes" in out
+    assert "Effective batch size: 32 (16 x 2 processes)" in out
+    assert "Multi-process (DDP) will be used automatically" in out
+    for noise in ("GPU available", "💡 Tip", "| Name", "Initializing distributed"):
+        assert noise not in captured.stdout + captured.stderr, noise
+    assert run.summary and "layer" in run.summary
+    assert "<table" in run._repr_html_() and "finished" in repr(run)
+
+
+def test_the_same_cell_runs_twice_in_one_kernel(shell, no_orphans):
+    cell = "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)"
+    first, _ = train(shell, CPU2, cell)
+    second, _ = train(shell, CPU2, cell)
+    assert first.result.status == second.result.status == "finished"
+    assert first.result.ckpt_dir != second.result.ckpt_dir
+
+
+def test_seed_makes_runs_repeatable(shell):
+    cell = "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16, shuffle=True)"
+    weights = []
+    for _ in range(2):
+        train(shell, f"{CPU2} --seed 3", cell)
+        weights.append(shell.user_ns["model"].layer.weight.detach().clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_resume_last_continues_with_optimizer_state(shell, tmp_path, no_orphans):
+    ckpt = tmp_path / "ckpts"
+    cell = "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)"
+    first, _ = train(shell, f"{CPU2} --ckpt-dir {ckpt}", cell)
+    assert first.result.global_step == 8
+    saved = torch.load(ckpt / "last.ckpt", weights_only=False)
+    assert saved["optimizer_states"][0]["state"]  # Adam moments are in the checkpoint
+    second, captured = train(shell, f"--accelerator cpu --devices 2 --max-epochs 4 "
+                                    f"--ckpt-dir {ckpt} --resume last", cell)
+    run = second.result
+    assert f"Resuming from {ckpt / 'last.ckpt'}" in captured.stdout
+    assert run.status == "finished" and run.epochs == 4 and run.global_step == 16
+    steps = [row["step"] for row in run.history if row["stage"] == "train"]
+    assert steps[0] == 9, "training continued after the last step, not from zero"
+
+
+def test_resume_last_without_a_checkpoint_is_a_usage_error(shell, tmp_path):
+    with pytest.raises(UsageError, match="has no last.ckpt"):
+        shell.run_cell_magic("lightning_train", f"--resume last --ckpt-dir {tmp_path}", "ran = 1")
+    assert "ran" not in shell.user_ns
+    with pytest.raises(UsageError, match="no run under"):
+        shell.run_cell_magic("lightning_train", "--resume last", "ran = 1")
+    with pytest.raises(UsageError, match="no such checkpoint"):
+        shell.run_cell_magic("lightning_train", "--resume nowhere.ckpt", "ran = 1")
+
+
+def test_resume_last_finds_the_latest_run(shell, no_orphans):
+    cell = "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)"
+    first, _ = train(shell, CPU2, cell)
+    second, _ = train(shell, "--accelerator cpu --devices 2 --max-epochs 3 --resume last", cell)
+    assert second.result.ckpt_dir == first.result.ckpt_dir
+    assert second.result.global_step == 12
+
+
+def test_out_names_the_result(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 1 --max-steps 2 --out fit1",
+                      "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)")
+    assert shell.user_ns["fit1"] is result.result
+    assert result.result.num_processes == 1 and result.result.global_step == 2
+
+
+def test_datamodule_is_discovered(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 2 --max-epochs 1",
+                      "model = Regressor()\ndm = Data()")
+    assert "val_loss" in result.result.metrics
+
+
+def test_class_only_cell_is_instantiated(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 1 --max-steps 2",
+                      "class Tiny(WithOwnData):\n    pass")
+    run = result.result
+    assert type(run.model).__name__ == "Tiny" and run.global_step == 2
+
+
+def test_modules_own_train_dataloader(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 2 --max-epochs 1",
+                      "model = WithOwnData()")
+    assert result.result.global_step == 4
+
+
+def test_val_loader_picked_by_name(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 1 --max-epochs 1",
+                      "model = Regressor()\ntrain_dl = DataLoader(dataset, batch_size=32)\n"
+                      "val_dl = DataLoader(dataset, batch_size=64)")
+    assert "val_loss" in result.result.metrics
+
+
+@pytest.mark.parametrize("line, cell, words", [
+    ("", "a = DataLoader(dataset)\nb = DataLoader(dataset)\nmodel = Regressor()",
+     ["2 DataLoaders (a, b)", "--data NAME"]),
+    ("", "m1 = Regressor()\nm2 = Regressor()", ["2 LightningModules (m1, m2)", "--model NAME"]),
+    ("", "x = 1", ["made no LightningModule", "--model NAME"]),
+    ("", "class NeedsArgs(Regressor):\n    def __init__(self, width):\n        super().__init__()",
+     ["NeedsArgs needs constructor arguments"]),
+    ("--model nothing", "x = 1", ["--model nothing", "no variable 'nothing'"]),
+    ("--data X", "model = Regressor()", ["--data X", "Tensor", "not a LightningDataModule"]),
+    ("", "model = Regressor()", ["no training data", "train_dataloader()"]),
+    ("", "class NoStep(pl.LightningModule):\n    def trainig_step(self, b, i): pass\n"
+         "    def configure_optimizers(self): pass\nmodel = NoStep()\n"
+         "loader = DataLoader(dataset)", ["NoStep has no training_step()", "trainig_step"]),
+])
+def test_discovery_and_prefork_refusals(shell, line, cell, words):
+    with pytest.raises(UsageError) as info:
+        shell.run_cell_magic("lightning_train", f"--accelerator cpu --devices 2 {line}", cell)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+    assert not live_children()
+
+
+def test_model_flag_picks_one_of_several(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 1 --max-steps 1 --model m2",
+                      "m1 = Regressor()\nm2 = WithOwnData()")
+    assert result.result.model is shell.user_ns["m2"]
+
+
+def test_a_cell_error_is_the_users_own_traceback(shell):
+    with capture_output():
+        result = shell.run_cell("%%lightning_train --accelerator cpu\nmodel = Regressor()\n1/0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert "model" in shell.user_ns  # the cell ran in the notebook's namespace up to the error

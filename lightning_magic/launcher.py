@@ -93,7 +93,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
             outcome = self._run_ranks(function, args, kwargs, trainer)
             outcome.attempts = attempt
             if attempt == 1 and _address_in_use(outcome):
-                self.control.stop.clear()
+                self.control.reset_stop()
                 continue  # another free port, once
             break
         self.outcome = outcome
@@ -109,7 +109,8 @@ class NotebookLauncher(_MultiProcessingLauncher):
         self._strategy.cluster_environment._main_port = port
         saved_port = os.environ.get("MASTER_PORT")
         os.environ["MASTER_PORT"] = str(port)
-        procs = []
+        procs: list = []
+        self.procs = []
         try:
             for rank in range(self._strategy.num_processes):
                 proc = ctx.Process(target=self._rank_main, name=f"lightning-rank-{rank}",
@@ -169,7 +170,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
                 outcome.status = "interrupted"
                 if stop_deadline is not None:
                     break  # a second interrupt: end the ranks now
-                self.control.stop.set()
+                self.control.request_stop()
                 stop_deadline = time.monotonic() + STOP_GRACE_S
         if outcome.status == "interrupted" and outcome.worker_output is None:
             outcome.worker_output = None

@@ -36,10 +36,37 @@ class RunControl:
     def __init__(self, world_size: int, stack_dir: str) -> None:
         ctx = mp.get_context("fork")
         self.world_size = world_size
-        self.stop = ctx.Event()
         self.heartbeat = ctx.Array("d", [time.monotonic()] * world_size, lock=False)
         self.steps = ctx.Array("q", [0] * world_size, lock=False)
+        # A stop is agreed through shared memory, not a collective: the kernel sets the batch
+        # at which every rank stops to one past the furthest rank, under the same lock the ranks
+        # take to record their progress, so no rank can already be past it.
+        self._lock = ctx.Lock()
+        self._batches = ctx.Array("q", [0] * world_size, lock=False)
+        self._stop_at = ctx.Value("q", 0, lock=False)
         self.stack_dir = stack_dir
+
+    def request_stop(self) -> None:
+        with self._lock:
+            if self._stop_at.value == 0:
+                self._stop_at.value = max(self._batches) + 1
+
+    def stop_requested(self) -> bool:
+        return self._stop_at.value != 0
+
+    def reset_stop(self) -> None:
+        with self._lock:
+            self._stop_at.value = 0
+            for rank in range(self.world_size):
+                self._batches[rank] = 0
+
+    def batch_done(self, rank: int) -> bool:
+        """Record one more finished training batch; True when this rank must stop now."""
+        with self._lock:
+            done = self._batches[rank] + 1
+            self._batches[rank] = done
+            stop_at = self._stop_at.value
+        return stop_at != 0 and done >= stop_at
 
     def beat(self, rank: int, step: Optional[int] = None) -> None:
         self.heartbeat[rank] = time.monotonic()
@@ -146,39 +173,24 @@ class HistoryRecorder(Callback):
 
 
 class RunSupervisor(Callback):
-    """Heartbeat for the stall watchdog, and a stop that every rank takes at the same step.
+    """Heartbeat for the stall watchdog, and a stop that every rank takes at the same batch.
 
-    On a stop request, all ranks agree (one all-reduce of a flag on a CPU group per step), write a
-    checkpoint together to ``stop_checkpoint``, and raise ``StopRequested``.
+    On a stop request every rank stops after the same training batch (see ``RunControl``),
+    writes a checkpoint together with the others to ``stop_checkpoint``, and raises
+    ``StopRequested``. No collective is added to the training step.
     """
 
     def __init__(self, control: RunControl, stop_checkpoint: str) -> None:
         self.control = control
         self.stop_checkpoint = stop_checkpoint
-        self._group: Any = None
         self.stopped = False
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
-        import torch.distributed as dist
-
-        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
         self.control.beat(trainer.global_rank)
-
-    def _stop_agreed(self, trainer) -> bool:  # noqa: ANN001
-        flag = self.control.stop.is_set()
-        if trainer.world_size == 1:
-            return flag
-        import torch
-        import torch.distributed as dist
-
-        tensor = torch.tensor([1 if flag else 0], dtype=torch.int32)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._group)
-        return bool(tensor.item())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank, trainer.global_step)
-        if self._stop_agreed(trainer):
+        if self.control.batch_done(trainer.global_rank):
             trainer.save_checkpoint(self.stop_checkpoint)
             self.stopped = True
             raise StopRequested(f"stopped at step {trainer.global_step}")

@@ -29,10 +29,37 @@ def namespace_snapshot(namespace: dict[str, Any]) -> dict[str, int]:
     return {name: id(value) for name, value in namespace.items() if not name.startswith("_")}
 
 
-def bound_by_cell(before: dict[str, int], namespace: dict[str, Any]) -> dict[str, Any]:
-    """Names the cell bound or rebound, in the order they appear in the namespace."""
+def bound_by_cell(before: dict[str, int], namespace: dict[str, Any],
+                  source: str = "") -> dict[str, Any]:
+    """Names the cell bound: those whose object changed, and those its code assigns (a cell run
+    again may bind a name to the very object it had), in namespace order."""
+    assigned = assigned_names(source)
     return {name: value for name, value in namespace.items()
-            if not name.startswith("_") and before.get(name) != id(value)}
+            if not name.startswith("_") and (before.get(name) != id(value) or name in assigned)}
+
+
+def assigned_names(source: str) -> set[str]:
+    """Top-level names a cell's code binds (assignments, defs, imports, for/with targets)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        for child in ast.walk(node):
+            if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                names.add(child.id)
+            elif isinstance(child, ast.alias):
+                names.add((child.asname or child.name).split(".")[0])
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                                    ast.Lambda)):
+                break
+    return names
 
 
 def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[str] = None,

@@ -168,11 +168,12 @@ def run(plan: Plan) -> TrainingRun:
     from . import launcher, ranks
 
     flags, resolved, found = plan.flags, plan.resolved, plan.found
-    os.makedirs(plan.ckpt_dir, exist_ok=True)
+    if not flags.check:
+        os.makedirs(plan.ckpt_dir, exist_ok=True)
     stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
     control = ranks.RunControl(resolved.num_processes, stack_dir)
     run_id = uuid.uuid4().hex[:12]
-    settings = {"seed": flags.seed, "timeout": flags.timeout,
+    settings = {"seed": flags.seed, "timeout": flags.timeout, "check": flags.check,
                 "rank_env": {"LIGHTNING_MAGIC_RUN_ID": run_id,
                              "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""}}
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
@@ -187,7 +188,7 @@ def run(plan: Plan) -> TrainingRun:
                 find_unused_parameters=resolved.strategy.endswith("_true"))
             trainer_kwargs = flags.trainer_kwargs()
             if flags.check:
-                trainer_kwargs.update(fast_dev_run=1)
+                trainer_kwargs.update(fast_dev_run=1, enable_checkpointing=False)
             from lightning.pytorch import Trainer
 
             trainer = Trainer(
@@ -196,10 +197,11 @@ def run(plan: Plan) -> TrainingRun:
                 strategy=strategy,
                 precision=resolved.precision,
                 callbacks=[ranks.HistoryRecorder(),
-                           ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt")),
-                           ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True)],
+                           ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
+                                               check=flags.check)]
+                + ([] if flags.check else [ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True)]),
                 default_root_dir=plan.ckpt_dir,
-                logger=CSVLogger(plan.ckpt_dir, name="logs"),
+                logger=False if flags.check else CSVLogger(plan.ckpt_dir, name="logs"),
                 enable_progress_bar=flags.progress == "bar",
                 enable_model_summary=False,
                 **trainer_kwargs,
@@ -241,6 +243,7 @@ def _training_run(plan: Plan, trainer: Any, outcome: Any, elapsed: float,
         epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
         model=plan.found.model, summary=model_summary(plan.found.model),
         notes=notes_before_training(plan), warnings=warnings_seen,
+        checks=dict(extra.get("check") or {}),
     )
     if status not in ("finished", "checked"):
         from .failures import report_for

@@ -25,6 +25,7 @@ from . import ranks
 
 STOP_GRACE_S = 5.0   # an interrupted run must be gone within this
 TERM_GRACE_S = 3.0   # between SIGTERM and SIGKILL when ending ranks
+SETTLE_S = 1.0       # after a first failure, how long other ranks may still report theirs
 ADDRESS_IN_USE = ("address already in use", "eaddrinuse", "errno 98")
 
 
@@ -129,62 +130,60 @@ class NotebookLauncher(_MultiProcessingLauncher):
             _end_ranks(procs)
 
     def _supervise(self, procs: list, results: Any, errors: Any) -> Outcome:
+        """Wait for the ranks, an interrupt, or a stall; whichever comes first."""
         outcome = Outcome()
         timeout = self.settings.get("timeout")
+        reported: list[RankError] = []
+        deaths: dict[int, int] = {}          # rank -> non-zero exit code
+        settle_deadline: Optional[float] = None
         stop_deadline: Optional[float] = None
         running = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
         while running:
             try:
                 ready = wait(list(running) + [results._reader, errors._reader], timeout=0.5)
                 if errors._reader in ready:
-                    record = errors.get()
-                    if outcome.error is None:
-                        outcome.error = RankError(**record)
-                        outcome.status = "failed"
+                    reported.append(RankError(**errors.get()))
                 if results._reader in ready:
-                    output = results.get()
-                    outcome.worker_output = output
-                    if output is not None:
-                        outcome.extra = output.extra
+                    outcome.worker_output = results.get()
+                    if outcome.worker_output is not None:
+                        outcome.extra = outcome.worker_output.extra
                 for sentinel in [s for s in ready if s in running]:
                     rank, proc = running.pop(sentinel)
                     proc.join()
-                    if proc.exitcode != 0 and outcome.exit_rank is None and outcome.error is None:
-                        outcome.exit_rank, outcome.exitcode = rank, proc.exitcode
-                        if outcome.status == "finished":
-                            outcome.status = "failed"
-                if outcome.status == "failed" or (outcome.error and outcome.status != "interrupted"):
-                    self._drain(errors, outcome)
-                    break
+                    if proc.exitcode != 0:
+                        deaths[rank] = proc.exitcode
                 now = time.monotonic()
-                if stop_deadline is not None and now > stop_deadline:
+                if (reported or deaths) and settle_deadline is None and stop_deadline is None:
+                    # The first sign of failure: give the other ranks a moment to report theirs,
+                    # so that the root cause is told apart from its echoes in the others.
+                    settle_deadline = now + SETTLE_S
+                if settle_deadline is not None and now >= settle_deadline:
                     break
-                if timeout and running and stop_deadline is None:
+                if stop_deadline is not None and now >= stop_deadline:
+                    break
+                if timeout and running and stop_deadline is None and settle_deadline is None:
                     stalled = self._stalled_rank(timeout, now, [r for r, _ in running.values()])
                     if stalled is not None:
-                        outcome.status, outcome.stalled_rank = "timeout", stalled
+                        outcome.status = "timeout"
                         outcome.stacks = self._dump_stacks(procs)
                         outcome.stalled_rank = _pick_stalled(outcome.stacks, stalled)
-                        break
+                        return outcome
             except KeyboardInterrupt:
                 outcome.status = "interrupted"
                 if stop_deadline is not None:
                     break  # a second interrupt: end the ranks now
                 self.control.request_stop()
                 stop_deadline = time.monotonic() + STOP_GRACE_S
-        if outcome.status == "interrupted" and outcome.worker_output is None:
-            outcome.worker_output = None
-        # results of a stopped run carry the status the ranks agreed on
-        if outcome.worker_output is not None and outcome.extra.get("status") == "interrupted":
+        while errors._reader.poll():
+            reported.append(RankError(**errors.get()))
+        if outcome.status == "interrupted":
+            return outcome
+        if reported or deaths:
+            outcome.status = "failed"
+            _root_cause(outcome, reported, deaths)
+        elif outcome.extra.get("status") == "interrupted":
             outcome.status = "interrupted"
         return outcome
-
-    def _drain(self, errors: Any, outcome: Outcome) -> None:
-        """A rank that failed may be followed by others; keep the first real exception."""
-        deadline = time.monotonic() + 0.5
-        while outcome.error is None and time.monotonic() < deadline:
-            if wait([errors._reader], timeout=0.1):
-                outcome.error = RankError(**errors.get())
 
     def _stalled_rank(self, timeout: float, now: float, alive: list[int]) -> Optional[int]:
         ages = {rank: now - self.control.heartbeat[rank] for rank in alive}
@@ -255,6 +254,8 @@ class NotebookLauncher(_MultiProcessingLauncher):
         checkpoint = trainer.checkpoint_callback
         history = next((cb.rows for cb in trainer.callbacks
                         if isinstance(cb, ranks.HistoryRecorder)), [])
+        supervisor = next((cb for cb in trainer.callbacks if isinstance(cb, ranks.RunSupervisor)),
+                          None)
         extra.update(
             status=getattr(self, "_status", "finished"),
             history=history,
@@ -263,8 +264,17 @@ class NotebookLauncher(_MultiProcessingLauncher):
             warnings=list(getattr(self, "_collector", ranks.WarningCollector()).messages),
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,
+            check=supervisor.check_results if supervisor is not None else {},
         )
         return extra
+
+    def _collect_rank_zero_results(self, trainer: Any, results: Any) -> Any:
+        output = super()._collect_rank_zero_results(trainer, results)
+        if output is not None and self.settings.get("check") and output.weights_path:
+            # a dry run leaves the user's model as it was
+            self._strategy.checkpoint_io.remove_checkpoint(output.weights_path)
+            output = output._replace(weights_path=None)
+        return output
 
     def update_main_process_results(self, trainer: Any, extra: dict[str, Any]) -> None:
         super().update_main_process_results(trainer, extra)
@@ -295,12 +305,43 @@ def _address_in_use(outcome: Outcome) -> bool:
     return outcome.status == "failed" and any(marker in text for marker in ADDRESS_IN_USE)
 
 
+PEER_ERRORS = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
+PEER_MESSAGES = ("connection closed by peer", "connection reset by peer", "broken pipe",
+                 "socket timeout", "read error", "connection refused")
+
+
+def _is_peer_echo(error: RankError) -> bool:
+    """An error a rank gets because another rank went away, rather than a cause of its own."""
+    text = error.message.lower()
+    if error.exc_type.rsplit(".", 1)[-1] in PEER_ERRORS:
+        return True
+    return "gloo" in text and any(marker in text for marker in PEER_MESSAGES)
+
+
+def _root_cause(outcome: Outcome, reported: list[RankError], deaths: dict[int, int]) -> None:
+    """Pick the failure that caused the others: an exception of a rank's own, else a rank that
+    died without a word (a signal, os._exit), else the first communication error."""
+    own = [e for e in reported if not _is_peer_echo(e)]
+    silent = {rank: code for rank, code in deaths.items()
+              if rank not in {e.rank for e in reported}}
+    if own:
+        outcome.error = own[0]
+    elif silent:
+        # a signal (negative code) says more than an exit status
+        outcome.exit_rank, outcome.exitcode = min(silent.items(),
+                                                  key=lambda item: (item[1] >= 0, item[0]))
+    elif reported:
+        outcome.error = reported[0]
+
+
 def _pick_stalled(stacks: dict[int, str], fallback: int) -> int:
-    """The rank whose stack is not waiting inside a collective is the one that stalled."""
-    waiting = ("torch/distributed", "torch/autograd", "torch/nn/parallel")
-    working = [rank for rank, text in sorted(stacks.items())
-               if text.strip() and not any(marker in text for marker in waiting)]
-    return working[0] if working else fallback
+    """The rank whose innermost frame is outside torch and Lightning is the one that stalled;
+    the others wait for it inside a collective (faulthandler lists the innermost frame first)."""
+    for rank, text in sorted(stacks.items()):
+        frames = [line for line in text.splitlines() if line.strip().startswith("File ")]
+        if frames and "/torch/" not in frames[0] and "/lightning/" not in frames[0]:
+            return rank
+    return fallback
 
 
 def _end_ranks(procs: list) -> None:

@@ -104,7 +104,7 @@ class LightningMagics(Magics):
         filename = self.shell.compile.cache(cell, self.shell.execution_count)
         code = self.shell.compile(cell, filename, "exec")
         exec(code, self.shell.user_global_ns, namespace)  # noqa: S102 - the user's own cell
-        found = discover(namespace, bound_by_cell(before, namespace),
+        found = discover(namespace, bound_by_cell(before, namespace, cell),
                          model=opts.model, data=opts.data, val_data=opts.val_data)
         return found
 

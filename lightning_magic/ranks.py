@@ -26,6 +26,10 @@ except ImportError:  # pragma: no cover - lightning is a dependency
 PR_SET_PDEATHSIG = 1
 
 
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
 class StopRequested(Exception):
     """Raised in every rank at the same step when the kernel asked the run to stop."""
 
@@ -180,16 +184,33 @@ class RunSupervisor(Callback):
     ``StopRequested``. No collective is added to the training step.
     """
 
-    def __init__(self, control: RunControl, stop_checkpoint: str) -> None:
+    def __init__(self, control: RunControl, stop_checkpoint: str, check: bool = False) -> None:
         self.control = control
         self.stop_checkpoint = stop_checkpoint
+        self.check = check
+        self.check_results: dict[str, Any] = {}
         self.stopped = False
+        self._batches = 0
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
 
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if self.check:
+            self.check_results = _check_collectives(trainer)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank, trainer.global_step)
+        self._batches += 1
+        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
+        every = 1 if trainer.strategy.root_device.type == "cpu" else 50
+        if self._batches % every == 0 or self.check:
+            loss = _loss_of(outputs)
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteLoss(f"the training loss is {loss} at step {trainer.global_step} "
+                                    f"(epoch {trainer.current_epoch}, batch {batch_idx})")
+            if self.check and loss is not None:
+                self.check_results["loss"] = loss
         if self.control.batch_done(trainer.global_rank):
             trainer.save_checkpoint(self.stop_checkpoint)
             self.stopped = True
@@ -200,3 +221,21 @@ class RunSupervisor(Callback):
 
     def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
+
+
+def _loss_of(outputs: Any) -> Optional[float]:
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if loss is None or not hasattr(loss, "detach"):
+        return None
+    return float(loss.detach().float().item())
+
+
+def _check_collectives(trainer: Any) -> dict[str, Any]:
+    """One all-reduce across the ranks, for ``--check``."""
+    import torch
+
+    strategy = trainer.strategy
+    tensor = torch.ones(1, device=strategy.root_device)
+    total = strategy.reduce(tensor, reduce_op="sum")
+    return {"all_reduce": float(total.item()), "world_size": trainer.world_size,
+            "backend": getattr(strategy, "_process_group_backend", None)}

@@ -33,6 +33,7 @@ class TrainingRun:
     warnings: list[str] = field(default_factory=list, repr=False)
     traceback: Optional[str] = field(default=None, repr=False)
     report: Any = field(default=None, repr=False)  # suggestions.Report when the run failed
+    checks: dict[str, Any] = field(default_factory=dict, repr=False)  # what --check verified
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,9 @@ class TrainingRun:
                             f"process{'es' if self.num_processes != 1 else ''})"),
                 ("strategy", str(self.strategy)),
                 ("precision", str(self.precision))]
-        if self.epochs is not None:
+        if self.status == "checked":
+            rows.append(("check", self.check_summary()))
+        elif self.epochs is not None:
             rows.append(("epochs / steps", f"{self.epochs} / {self.global_step}"))
         for name, value in sorted(self.metrics.items()):
             rows.append((name, f"{value:.4g}"))
@@ -58,6 +61,16 @@ class TrainingRun:
         if self.warnings:
             rows.append(("warnings", f"{len(self.warnings)} (see .warnings)"))
         return rows
+
+    def check_summary(self) -> str:
+        world = self.checks.get("world_size", self.num_processes)
+        parts = [f"{world} rank{'s' if world != 1 else ''} started"]
+        if "all_reduce" in self.checks:
+            ok = self.checks["all_reduce"] == float(world)
+            parts.append(f"all-reduce {'OK' if ok else 'WRONG: got ' + str(self.checks['all_reduce'])}")
+        if "loss" in self.checks:
+            parts.append(f"one forward/backward OK (loss {self.checks['loss']:.4g})")
+        return "; ".join(parts) + ". The configuration works."
 
     def __repr__(self) -> str:
         width = max(len(k) for k, _ in self._rows())

@@ -1,0 +1,278 @@
+"""Failures in real forked CPU ranks: each is classified, reported, cleaned up, and the next run works."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+from IPython.utils.capture import capture_output
+
+from conftest import live_children
+from lightning_magic import launcher
+from lightning_magic.results import TrainingFailed
+
+pytestmark = pytest.mark.slow
+
+DEFINITIONS = '''
+import os, signal, time
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+
+class Model(pl.LightningModule):
+    """Fails on `fail_rank` at batch `fail_at` with `failure()`."""
+
+    def __init__(self, failure=None, fail_rank=1, fail_at=2):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.failure, self.fail_rank, self.fail_at = failure, fail_rank, fail_at
+
+    def training_step(self, batch, batch_idx):
+        if self.failure and self.global_rank == self.fail_rank and batch_idx == self.fail_at:
+            self.failure()
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+generator = torch.Generator().manual_seed(0)
+X = torch.randn(256, 8, generator=generator)
+dataset = TensorDataset(X, X.sum(1, keepdim=True))
+loader = DataLoader(dataset, batch_size=8)
+'''
+
+RUN = "%%lightning_train --accelerator cpu --devices 2 --max-epochs 1"
+
+
+@pytest.fixture
+def shell(ip):
+    assert ip.run_cell(DEFINITIONS).success
+    return ip
+
+
+def failing_run(shell, body, line=RUN, extra_cell=""):
+    """Run a cell whose rank fails; return (run, text shown in the cell)."""
+    fail_at = 0 if "--check" in line else 2
+    with capture_output() as captured:
+        result = shell.run_cell(f"{line}\n{extra_cell}def failure():\n{body}\n"
+                                f"model = Model(failure, fail_at={fail_at})\ntrain_loader = loader")
+    assert isinstance(result.error_in_exec, TrainingFailed), result.error_in_exec
+    run = shell.user_ns["lightning_run"]
+    assert run.status in ("failed", "timeout", "interrupted")
+    shown = captured.stdout + captured.stderr + "".join(
+        str(o.data.get("text/plain", "")) for o in captured.outputs)
+    assert not live_children(), "a rank outlived the failed run"
+    return run, shown
+
+
+def next_run_works(shell):
+    with capture_output():
+        result = shell.run_cell(f"{RUN}\nmodel = Model()\ntrain_loader = loader")
+    assert result.success and result.result.status == "finished"
+    assert not live_children()
+
+
+def test_exception_in_a_rank_names_rank_and_users_line(shell):
+    run, shown = failing_run(shell, "    raise ValueError('bad <value> & more')")
+    assert run.report.key == "generic"
+    assert "rank 1" in run.report.what_happened.lower()
+    assert "ValueError: bad <value> & more" in run.report.what_happened
+    assert "raise ValueError" in " ".join(run.report.what_to_do) + run.report.what_happened
+    assert "Traceback" in run.traceback and "ValueError" in run.traceback
+    # the cell shows the report, not a wall of rank tracebacks
+    assert shown.count("Traceback (most recent call last)") == 0
+    html = run.report.html()
+    assert "&lt;value&gt; &amp;" in html and "<details" in html
+    next_run_works(shell)
+
+
+def test_rank_exit_is_reported(shell):
+    run, _ = failing_run(shell, "    os._exit(3)")
+    assert "rank 1" in run.report.what_happened.lower() and "3" in run.report.what_happened
+    next_run_works(shell)
+
+
+@pytest.mark.parametrize("signum, name", [("SIGKILL", "SIGKILL"), ("SIGSEGV", "SIGSEGV"),
+                                          ("SIGABRT", "SIGABRT")])
+def test_rank_killed_by_a_signal(shell, signum, name):
+    run, _ = failing_run(shell, f"    os.kill(os.getpid(), signal.{signum})")
+    assert run.report.key == "signal_killed"
+    assert name in run.report.title + run.report.what_happened
+    assert "rank 1" in run.report.what_happened.lower()
+    advice = " ".join(run.report.what_to_do)
+    assert "memory" in (run.report.what_happened + advice).lower()
+    next_run_works(shell)
+
+
+def test_cuda_out_of_memory(shell):
+    run, _ = failing_run(shell, "    raise torch.cuda.OutOfMemoryError('CUDA out of memory. "
+                                "Tried to allocate 2.00 GiB')")
+    assert run.report.key == "cuda_oom"
+    advice = " ".join(run.report.what_to_do)
+    assert "8" in advice  # the current batch size, from the training DataLoader
+    assert "--accumulate-grad-batches" in advice and "bf16-mixed" in advice
+    next_run_works(shell)
+
+
+def test_bad_fork_after_the_fact(shell):
+    run, _ = failing_run(shell, "    raise RuntimeError('Cannot re-initialize CUDA in forked "
+                                "subprocess. To use CUDA with multiprocessing, you must use the "
+                                "spawn start method')")
+    assert run.report.key == "bad_fork"
+    assert "restart" in (run.report.what_happened + " ".join(run.report.what_to_do)).lower()
+
+
+def test_process_group_error(shell):
+    run, _ = failing_run(shell, "    raise torch.distributed.DistBackendError('NCCL error in: "
+                                "ProcessGroupNCCL.cpp:1970, unhandled system error')")
+    assert run.report.key == "nccl"
+    advice = " ".join(run.report.what_to_do)
+    assert "NCCL_DEBUG=INFO" in advice and "--timeout" in advice
+
+
+def test_device_mismatch(shell):
+    run, _ = failing_run(shell, "    raise RuntimeError('Expected all tensors to be on the same "
+                                "device, but found at least two devices, cuda:0 and cpu!')")
+    assert run.report.key == "device_mismatch"
+    advice = " ".join(run.report.what_to_do)
+    assert "self.device" in advice and "register_buffer" in advice
+
+
+def test_openmp_after_fork(shell):
+    run, _ = failing_run(shell, "    raise RuntimeError('Invalid thread pool!')")
+    assert run.report.key == "openmp_fork"
+
+
+def test_non_finite_loss(shell):
+    with capture_output():
+        result = shell.run_cell(
+            f"{RUN}\nclass Diverging(Model):\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        loss = super().training_step(batch, batch_idx)\n"
+            "        return loss * float('nan') if batch_idx == 3 else loss\n"
+            "model = Diverging()\ntrain_loader = loader")
+    assert isinstance(result.error_in_exec, TrainingFailed)
+    run = shell.user_ns["lightning_run"]
+    assert run.report.key == "non_finite_loss"
+    assert "nan" in run.report.what_happened.lower() and "batch 3" in run.report.what_happened
+    advice = " ".join(run.report.what_to_do).lower()
+    assert "learning rate" in advice and "gradient" in advice
+    assert not live_children()
+
+
+def test_dataloader_worker_failure(shell):
+    with capture_output():
+        result = shell.run_cell(
+            f"{RUN}\nclass Broken(Dataset):\n"
+            "    def __len__(self): return 64\n"
+            "    def __getitem__(self, i):\n"
+            "        if i == 20: raise KeyError(f'sample {i} is missing')\n"
+            "        return torch.zeros(8), torch.zeros(1)\n"
+            "model = Model()\ntrain_loader = DataLoader(Broken(), batch_size=4, num_workers=1)")
+    assert isinstance(result.error_in_exec, TrainingFailed)
+    run = shell.user_ns["lightning_run"]
+    assert run.report.key == "dataloader_worker"
+    assert "sample 20 is missing" in run.report.what_happened
+    assert not live_children()
+
+
+def test_misconfigured_training_step(shell):
+    with capture_output():
+        result = shell.run_cell(
+            f"{RUN}\nclass NoLoss(Model):\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        return {'not_loss': super().training_step(batch, batch_idx)}\n"
+            "model = NoLoss()\ntrain_loader = loader")
+    assert isinstance(result.error_in_exec, TrainingFailed)
+    run = shell.user_ns["lightning_run"]
+    assert "loss" in run.report.what_happened
+    assert not live_children()
+
+
+def test_hang_is_ended_by_timeout_and_names_the_stalled_rank(shell):
+    run, _ = failing_run(shell, "    time.sleep(600)",
+                         line="%%lightning_train --accelerator cpu --devices 2 --max-epochs 1 "
+                              "--timeout 3")
+    assert run.status == "timeout"
+    assert run.report.key == "timeout"
+    assert "rank 1" in (run.report.title + run.report.what_happened).lower()
+    assert "3" in run.report.what_happened
+    next_run_works(shell)
+
+
+def test_interrupt_checkpoints_stops_and_resume_continues(shell, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    body = "    os.kill(os.getppid(), signal.SIGINT)"
+    run, _ = failing_run(shell, body, line=f"%%lightning_train --accelerator cpu --devices 2 "
+                                           f"--max-epochs 3 --ckpt-dir {ckpt}")
+    assert run.status == "interrupted"
+    assert run.report.key == "interrupted"
+    saved = torch.load(ckpt / "last.ckpt", weights_only=False)
+    assert saved["global_step"] >= 2  # the state at the moment of the interrupt
+    assert run.global_step == saved["global_step"]
+    # the kernel is alive and the next cell resumes from that checkpoint
+    with capture_output():
+        result = shell.run_cell(f"%%lightning_train --accelerator cpu --devices 2 --max-epochs 3 "
+                                f"--ckpt-dir {ckpt} --resume last\nmodel = Model()\n"
+                                "train_loader = loader")
+    resumed = result.result
+    assert resumed.status == "finished" and resumed.global_step == 48
+    first = [r["step"] for r in resumed.history if r["stage"] == "train"]
+    assert not first or first[0] > saved["global_step"]
+    assert not live_children()
+
+
+def test_address_in_use_is_retried_on_another_port(shell, monkeypatch):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    ports = iter([busy.getsockname()[1]])
+    real = launcher.free_port
+    monkeypatch.setattr(launcher, "free_port", lambda: next(ports, None) or real())
+    try:
+        with capture_output():
+            result = shell.run_cell(f"{RUN}\nmodel = Model()\ntrain_loader = loader")
+    finally:
+        busy.close()
+    assert result.success and result.result.status == "finished"
+
+
+def test_address_in_use_twice_is_reported(shell, monkeypatch):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    monkeypatch.setattr(launcher, "free_port", lambda: busy.getsockname()[1])
+    try:
+        with capture_output():
+            result = shell.run_cell(f"{RUN}\nmodel = Model()\ntrain_loader = loader")
+    finally:
+        busy.close()
+    assert isinstance(result.error_in_exec, TrainingFailed)
+    assert shell.user_ns["lightning_run"].report.key == "address_in_use"
+    assert not live_children()
+
+
+def test_check_is_a_dry_run(shell):
+    with capture_output():
+        result = shell.run_cell("%%lightning_train --accelerator cpu --devices 2 --check\n"
+                                "model = Model()\nbefore = model.layer.weight.detach().clone()\n"
+                                "train_loader = loader")
+    run = result.result
+    assert result.success and run.status == "checked"
+    assert run.checks["all_reduce"] == 2.0 and "loss" in run.checks
+    assert "The configuration works" in repr(run)
+    assert torch.equal(shell.user_ns["model"].layer.weight, shell.user_ns["before"])
+    assert not os.path.exists("lightning_runs") or not any(
+        p.endswith(".ckpt") for _, _, files in os.walk("lightning_runs") for p in files)
+
+
+def test_check_reports_what_failed(shell):
+    run, _ = failing_run(shell, "    raise ValueError('broken forward')",
+                         line="%%lightning_train --accelerator cpu --devices 2 --check",
+                         extra_cell="")
+    assert run.status == "failed" and "broken forward" in run.report.what_happened

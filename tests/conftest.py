@@ -51,3 +51,14 @@ def no_orphans():
     yield
     left = live_children()
     assert not left, f"processes left running: {[(p.pid, p.cmdline()[:3]) for p in left]}"
+
+
+@pytest.fixture
+def gpu_available():
+    """The GPUs NVML sees; skips the test (with the reason) where there are none."""
+    from lightning_magic.readings import list_gpus, nvml_status
+
+    gpus = list_gpus()
+    if not gpus:
+        pytest.skip(f"no NVIDIA GPU: {nvml_status().get('reason') or 'NVML sees none'}")
+    return gpus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from typing import Any, Optional
@@ -17,7 +18,13 @@ def failure_context(plan: Any) -> dict[str, Any]:
         "accumulate_grad_batches": plan.flags.accumulate_grad_batches,
         "ckpt_dir": plan.ckpt_dir,
         "num_workers": getattr(plan.found.train, "num_workers", None),
+        "module_class": type(plan.found.model).__name__,
+        "module_methods": [n for n, v in vars(type(plan.found.model)).items() if callable(v)],
+        "out": plan.flags.out,
     }
+    stop_checkpoint = os.path.join(plan.ckpt_dir, "last.ckpt")
+    if os.path.isfile(stop_checkpoint):
+        context["ckpt_path"] = stop_checkpoint
     try:
         import psutil
 

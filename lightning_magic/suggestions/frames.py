@@ -1,0 +1,123 @@
+"""Finding the user's own code in a traceback, and naming it the way a notebook user knows it."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import sysconfig
+import traceback
+import types
+from collections.abc import Iterable
+
+# Code compiled from notebook cells: IPython names it '<ipython-input-3-9f1c...>', ipykernel
+# writes it to '/tmp/ipykernel_123/456.py'.
+_IPYTHON_INPUT = re.compile(r"^<ipython-input-(\d+)-[0-9a-f]+>$")
+_IPYKERNEL_FILE = re.compile(r"[/\\]ipykernel_\d+[/\\][^/\\]+\.py$")
+_FRAME_LINE = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+)(?:, in (?P<name>.+))?$')
+_LIBRARY_PACKAGES = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "lightning_utilities")
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the lightning_magic package
+
+
+def is_cell_filename(filename: str) -> bool:
+    """Whether ``filename`` is code from a notebook cell."""
+    return bool(_IPYTHON_INPUT.match(filename) or _IPYKERNEL_FILE.search(filename)) or (
+        _execution_count(filename) is not None
+    )
+
+
+def _execution_count(filename: str) -> int | None:
+    match = _IPYTHON_INPUT.match(filename)
+    if match:
+        return int(match.group(1))
+    ipython = sys.modules.get("IPython")  # only look when IPython is already loaded
+    shell = ipython.get_ipython() if ipython is not None else None
+    filename_map = getattr(getattr(shell, "compile", None), "_filename_map", None)
+    if isinstance(filename_map, dict):
+        count = filename_map.get(filename)
+        if isinstance(count, int):
+            return count
+    return None
+
+
+def _library_dirs() -> tuple[str, ...]:
+    dirs = {_OWN_DIR}
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(name)
+        if path:
+            dirs.add(os.path.realpath(path))
+    for package in _LIBRARY_PACKAGES:
+        module = sys.modules.get(package)
+        location = getattr(module, "__file__", None)
+        if location:
+            dirs.add(os.path.dirname(os.path.realpath(location)))
+    return tuple(sorted(dirs))
+
+
+def is_library_filename(filename: str) -> bool:
+    """Whether ``filename`` belongs to Python, an installed package, torch, Lightning or this package."""
+    if is_cell_filename(filename):
+        return False
+    if filename.startswith("<"):
+        return filename.startswith("<frozen")
+    parts = re.split(r"[/\\]", filename)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return True
+    path = os.path.realpath(filename)
+    return any(path == d or path.startswith(d + os.sep) for d in _library_dirs())
+
+
+def user_frame_from_traceback(
+    tb: types.TracebackType | Iterable[traceback.FrameSummary] | None,
+) -> tuple[str, int, str] | None:
+    """The deepest frame in the user's code: a notebook cell, or a file outside the libraries.
+
+    Returns ``(filename, lineno, source line)``, or None when every frame is library code.
+    """
+    if tb is None:
+        return None
+    frames = traceback.extract_tb(tb) if isinstance(tb, types.TracebackType) else list(tb)
+    for frame in reversed(frames):
+        if not is_library_filename(frame.filename):
+            return (frame.filename, frame.lineno or 0, (frame.line or "").strip())
+    return None
+
+
+def user_frame_from_text(text: str | None) -> tuple[str, int, str] | None:
+    """Like ``user_frame_from_traceback``, for a traceback that is only available as text."""
+    if not text:
+        return None
+    lines = text.splitlines()
+    found = None
+    for index, line in enumerate(lines):
+        match = _FRAME_LINE.match(line)
+        if not match or is_library_filename(match.group("file")):
+            continue
+        source = ""
+        if index + 1 < len(lines) and not _FRAME_LINE.match(lines[index + 1]):
+            source = lines[index + 1].strip()
+            if source.startswith(("Traceback (", "^")) or set(source) <= {"^", "~", " "}:
+                source = ""
+        found = (match.group("file"), int(match.group("line")), source)
+    return found
+
+
+def describe_frame(frame: tuple[str, int, str] | None, *, source: bool = True) -> str | None:
+    """'cell In [4], line 12: `x = self.net(x)`', or the file and line for code outside a notebook."""
+    if not frame:
+        return None
+    try:
+        filename, lineno, line = frame
+    except (TypeError, ValueError):
+        return None
+    count = _execution_count(str(filename))
+    if count is not None:
+        place = f"cell In [{count}], line {lineno}"
+    elif is_cell_filename(str(filename)):
+        place = f"your notebook cell, line {lineno}"
+    else:
+        place = f"{filename}, line {lineno}"
+    line = str(line or "").strip() if source else ""
+    if line and "`" not in line:
+        return f"{place}: `{line}`"
+    return f"{place}: {line}" if line else place

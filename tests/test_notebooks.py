@@ -70,9 +70,11 @@ def test_quickstart(kernel_env, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")
-                                        if p.name != "quickstart.ipynb"
+                                        if p.name not in ("quickstart.ipynb", "scale-out.ipynb")
                                         and not p.name.endswith(".executed.ipynb")))
 def test_other_notebooks_run_clean(kernel_env, tmp_path, name):
+    """Every cell runs, and only those tagged raises-exception end in error
+    (scale-out.ipynb is executed, with more checks, by test_export.py)."""
     notebook = execute(name, tmp_path)
     for cell in notebook.cells:
         for output in cell.get("outputs", []):

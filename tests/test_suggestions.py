@@ -752,10 +752,8 @@ def test_generic_names_the_result_variable_chosen_with_out():
     assert "`run2.traceback`" in steps(report)
 
 
-def test_generic_from_a_real_ipython_cell_names_the_cell():
-    from IPython.testing.globalipapp import start_ipython
-
-    shell = start_ipython()
+def test_generic_from_a_real_ipython_cell_names_the_cell(ip):
+    shell = ip
     defined = shell.run_cell("def boom():\n    return {}['missing']\n", store_history=True)
     result = shell.run_cell("boom()", store_history=True)
     failure = Failure.from_exception(result.error_in_exec, rank=0, world_size=2)

@@ -49,6 +49,8 @@ class RunControl:
         self._batches = ctx.Array("q", [0] * world_size, lock=False)
         self._stop_at = ctx.Value("q", 0, lock=False)
         self.stack_dir = stack_dir
+        # rank 0 -> kernel: progress events for the live view (see ProgressReporter)
+        self.progress_reader, self.progress_writer = ctx.Pipe(duplex=False)
 
     def request_stop(self) -> None:
         with self._lock:
@@ -80,6 +82,16 @@ class RunControl:
     def stack_file(self, rank: int) -> str:
         return os.path.join(self.stack_dir, f"rank-{rank}.stack")
 
+    def output_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.out")
+
+    def output_tail(self, rank: int, lines: int = 20) -> str:
+        try:
+            with open(self.output_file(rank), errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError:
+            return ""
+
 
 def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) -> None:
     """First thing a rank does after fork: die with the kernel, own its process group, stay quiet."""
@@ -90,7 +102,22 @@ def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) ->
     os.environ.update(env)
     stack_file = open(control.stack_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=False)
+    if rank != 0:
+        _capture_output(control.output_file(rank))
     quiet_lightning_logs()
+
+
+def _capture_output(path: str) -> None:
+    """Ranks other than 0 write to a file (kept for the failure report), not to the cell."""
+    import sys
+
+    handle = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the rank
+    for fd in (1, 2):
+        try:
+            os.dup2(handle.fileno(), fd)
+        except OSError:
+            pass
+    sys.stdout = sys.stderr = handle
 
 
 def _die_with_parent() -> None:
@@ -239,3 +266,78 @@ def _check_collectives(trainer: Any) -> dict[str, Any]:
     total = strategy.reduce(tensor, reduce_op="sum")
     return {"all_reduce": float(total.item()), "world_size": trainer.world_size,
             "backend": getattr(strategy, "_process_group_backend", None)}
+
+
+class ProgressReporter(Callback):
+    """Rank 0 sends progress events to the kernel (at most every ``min_interval`` seconds)."""
+
+    def __init__(self, control: RunControl, min_interval: float = 0.1) -> None:
+        self.control = control
+        self.min_interval = min_interval
+        self._last_sent = 0.0
+        self._samples = 0
+
+    def _send(self, trainer: Any, event: dict[str, Any]) -> None:
+        if trainer.global_rank != 0:
+            return
+        event["time"] = time.time()
+        try:
+            self.control.progress_writer.send(event)
+        except (OSError, ValueError):  # the kernel stopped listening; training goes on
+            pass
+
+    @staticmethod
+    def _metrics(trainer: Any) -> dict[str, float]:
+        metrics = {}
+        for name, value in trainer.callback_metrics.items():
+            number = _to_float(value)
+            if number is not None:
+                metrics[name] = number
+        return metrics
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        total = trainer.num_training_batches
+        self._send(trainer, {
+            "kind": "start", "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
+            "total_batches": total if isinstance(total, int) else None,
+            "world_size": trainer.world_size, "step": trainer.global_step,
+            "epoch": trainer.current_epoch})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_rank != 0:
+            return
+        self._samples += _batch_length(batch) * trainer.world_size
+        now = time.monotonic()
+        if now - self._last_sent < self.min_interval:
+            return
+        self._last_sent = now
+        self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
+                             "step": trainer.global_step, "batch": batch_idx,
+                             "samples": self._samples, "metrics": self._metrics(trainer)})
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._send(trainer, {"kind": "validation", "epoch": trainer.current_epoch,
+                                 "step": trainer.global_step, "metrics": self._metrics(trainer)})
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
+                             "step": trainer.global_step, "batch": None,
+                             "samples": self._samples, "metrics": self._metrics(trainer)})
+        self._send(trainer, {"kind": "end"})
+
+
+def _batch_length(batch: Any) -> int:
+    first = batch
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    if isinstance(first, dict) and first:
+        first = next(iter(first.values()))
+    shape = getattr(first, "shape", None)
+    if shape:
+        return int(shape[0])
+    try:
+        return len(first)
+    except TypeError:
+        return 1

@@ -70,6 +70,9 @@ def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None
                        traceback=error.traceback,
                        user_frame=tuple(error.user_frame) if error.user_frame else None,
                        context=context)
+    tail = (getattr(outcome, "output_tails", {}) or {}).get(outcome.exit_rank)
+    if tail:
+        context = dict(context, stderr=tail)
     if outcome.exitcode is not None and outcome.exitcode < 0:
         return Failure(kind="signal", rank=outcome.exit_rank, world_size=world,
                        signal=-outcome.exitcode, context=context)

@@ -162,50 +162,98 @@ def notes_before_training(plan: Plan) -> list[str]:
 
 def run(plan: Plan) -> TrainingRun:
     """Train ``plan.found.model`` in forked ranks and return the ``TrainingRun``."""
+    from . import ranks
+    from .live_view import LiveView
+    from .progress import ProgressPump
+
+    flags, resolved = plan.flags, plan.resolved
+    if not flags.check:
+        os.makedirs(plan.ckpt_dir, exist_ok=True)
+    stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
+    control = ranks.RunControl(resolved.num_processes, stack_dir)
+    run_id = uuid.uuid4().hex[:12]
+    view = LiveView(f"{type(plan.found.model).__name__} · {resolved.describe()}",
+                    mode="none" if flags.check else flags.progress,
+                    world_size=resolved.num_processes)
+    published = _publish(plan, run_id)
+    settings = {"seed": flags.seed, "timeout": flags.timeout, "check": flags.check,
+                "rank_env": {"LIGHTNING_MAGIC_RUN_ID": run_id,
+                             "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""},
+                "on_started": lambda pids: published and published.update(rank_pids=pids)}
+    handlers = [view.update] + ([_registry_handler(published)] if published else [])
+    pump = ProgressPump(control.progress_reader, handlers,
+                        gpu_indices=resolved.devices if resolved.accelerator == "gpu" else ())
+    view.start()
+    pump.start()
+    started = time.perf_counter()
+    try:
+        trainer, outcome, kernel_warnings = _fit(plan, control, settings)
+    finally:
+        pump.stop()
+        view.close()
+        if published is not None:
+            published.remove()
+        shutil.rmtree(stack_dir, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    return _training_run(plan, trainer, outcome, elapsed, kernel_warnings)
+
+
+def _publish(plan: Plan, run_id: str) -> Any:
+    """Make the run visible to the Jupyter server (``/gpu-status`` lists it under ``runs``)."""
+    from .run_registry import PublishedRun
+
+    resolved = plan.resolved
+    state = {"run_id": run_id, "kernel_id": plan.kernel_id, "pid": os.getpid(), "rank_pids": [],
+             "devices": resolved.trainer_devices(), "accelerator": resolved.accelerator,
+             "num_processes": resolved.num_processes, "started": time.time(),
+             "model": type(plan.found.model).__name__, "epoch": 0, "step": 0, "metrics": {},
+             "status": "running", "ckpt_dir": plan.ckpt_dir}
+    published = PublishedRun(state)
+    try:
+        published.publish()
+    except OSError:  # no writable runtime dir: the run goes on, unlisted
+        return None
+    return published
+
+
+def _registry_handler(published: Any) -> Any:
+    def handle(event: dict) -> None:
+        if event.get("kind") in ("step", "validation"):
+            published.update(epoch=event.get("epoch"), step=event.get("step"),
+                             metrics=event.get("metrics") or {})
+    return handle
+
+
+def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from . import launcher, ranks
 
     flags, resolved, found = plan.flags, plan.resolved, plan.found
-    if not flags.check:
-        os.makedirs(plan.ckpt_dir, exist_ok=True)
-    stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
-    control = ranks.RunControl(resolved.num_processes, stack_dir)
-    run_id = uuid.uuid4().hex[:12]
-    settings = {"seed": flags.seed, "timeout": flags.timeout, "check": flags.check,
-                "rank_env": {"LIGHTNING_MAGIC_RUN_ID": run_id,
-                             "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""}}
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
     previous_levels = ranks.quiet_lightning_logs()
-    kernel_warnings: list[str] = []
-    started = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             strategy = launcher.NotebookDDPStrategy(
-                control, settings,
-                find_unused_parameters=resolved.strategy.endswith("_true"))
+                control, settings, find_unused_parameters=resolved.strategy.endswith("_true"))
             trainer_kwargs = flags.trainer_kwargs()
+            callbacks = [ranks.HistoryRecorder(), ranks.ProgressReporter(control),
+                         ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
+                                             check=flags.check)]
             if flags.check:
                 trainer_kwargs.update(fast_dev_run=1, enable_checkpointing=False)
-            from lightning.pytorch import Trainer
-
+            else:
+                callbacks.append(ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True))
             trainer = Trainer(
-                accelerator=resolved.accelerator,
-                devices=resolved.trainer_devices(),
-                strategy=strategy,
-                precision=resolved.precision,
-                callbacks=[ranks.HistoryRecorder(),
-                           ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
-                                               check=flags.check)]
-                + ([] if flags.check else [ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True)]),
+                accelerator=resolved.accelerator, devices=resolved.trainer_devices(),
+                strategy=strategy, precision=resolved.precision, callbacks=callbacks,
                 default_root_dir=plan.ckpt_dir,
                 logger=False if flags.check else CSVLogger(plan.ckpt_dir, name="logs"),
-                enable_progress_bar=flags.progress == "bar",
-                enable_model_summary=False,
-                **trainer_kwargs,
-            )
+                enable_progress_bar=flags.progress == "bar", enable_model_summary=False,
+                **trainer_kwargs)
             try:
                 trainer.fit(found.model, train_dataloaders=found.train,
                             val_dataloaders=found.val if found.datamodule is None else None,
@@ -213,12 +261,12 @@ def run(plan: Plan) -> TrainingRun:
                 outcome = strategy.launcher.outcome
             except launcher.RanksFailed as failed:
                 outcome = failed.outcome
+            outcome.output_tails = {rank: control.output_tail(rank)
+                                    for rank in range(1, resolved.num_processes)}
             kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
     finally:
         ranks.restore_logs(previous_levels)
-        shutil.rmtree(stack_dir, ignore_errors=True)
-    elapsed = time.perf_counter() - started
-    return _training_run(plan, trainer, outcome, elapsed, kernel_warnings)
+    return trainer, outcome, kernel_warnings
 
 
 def _training_run(plan: Plan, trainer: Any, outcome: Any, elapsed: float,

@@ -53,6 +53,7 @@ class Outcome:
     worker_output: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     attempts: int = 1
+    output_tails: dict[int, str] = field(default_factory=dict)  # last lines of ranks > 0
 
 
 class RanksFailed(Exception):
@@ -124,6 +125,9 @@ class NotebookLauncher(_MultiProcessingLauncher):
             else:
                 os.environ["MASTER_PORT"] = saved_port
         self.procs = procs
+        started = self.settings.get("on_started")
+        if started is not None:
+            started([p.pid for p in procs])
         try:
             return self._supervise(procs, results, errors)
         finally:

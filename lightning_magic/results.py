@@ -82,6 +82,12 @@ class TrainingRun:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
+        from .live_view import render_summary_html
+
+        return render_summary_html(self)
+
+    def table_html(self) -> str:
+        """The plain table of the run, without charts."""
         colour = {"finished": "var(--jp-success-color1, #388e3c)",
                   "checked": "var(--jp-success-color1, #388e3c)"}.get(
             self.status, "var(--jp-error-color1, #d32f2f)")

@@ -80,3 +80,56 @@ def test_other_notebooks_run_clean(kernel_env, tmp_path, name):
         for output in cell.get("outputs", []):
             assert output["output_type"] != "error" or "raises-exception" in \
                 cell.metadata.get("tags", []), (name, cell.source[:80])
+
+
+def training_notebook(max_steps: int) -> nbformat.NotebookNode:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext lightning_magic"),
+        nbformat.v4.new_code_cell(
+            "import torch\nimport lightning.pytorch as pl\n"
+            "from torch.utils.data import DataLoader, TensorDataset\n\n"
+            "class Net(pl.LightningModule):\n"
+            "    def __init__(self):\n"
+            "        super().__init__()\n"
+            "        self.layer = torch.nn.Linear(8, 1)\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        x, y = batch\n"
+            "        loss = torch.nn.functional.mse_loss(self.layer(x), y)\n"
+            "        self.log('train_loss', loss)\n"
+            "        self.log('lr_scale', 1.0 / (1 + self.global_step))\n"
+            "        return loss\n"
+            "    def validation_step(self, batch, batch_idx):\n"
+            "        x, y = batch\n"
+            "        self.log('val_loss', torch.nn.functional.mse_loss(self.layer(x), y), "
+            "sync_dist=True)\n"
+            "    def configure_optimizers(self):\n"
+            "        return torch.optim.SGD(self.parameters(), lr=0.05)\n\n"
+            "X = torch.randn(256, 8)\ndata = TensorDataset(X, X.sum(1, keepdim=True))"),
+        nbformat.v4.new_code_cell(
+            f"%%lightning_train --accelerator cpu --devices 2 --max-steps {max_steps}\n"
+            "model = Net()\ntrain_loader = DataLoader(data, batch_size=16)\n"
+            "val_loader = DataLoader(data, batch_size=64)"),
+    ]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    return notebook
+
+
+def test_live_view_leaves_a_summary_with_charts_and_bounded_output(kernel_env, tmp_path):
+    sizes = []
+    for steps in (320, 3200):  # 40 and 400 epochs of 8 steps
+        notebook = training_notebook(steps)
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        training = notebook.cells[-1]
+        streams = "".join(o["text"] for o in training.outputs if o["output_type"] == "stream")
+        assert len(streams.splitlines()) <= 5, streams  # the notes, not per-step progress lines
+        html = "".join(o.get("data", {}).get("text/html", "") for o in training.outputs)
+        assert "<svg" in html
+        for name in ("train_loss", "val_loss", "lr_scale", "epoch"):
+            assert name in html, name
+        assert "finished" in html
+        sizes.append(len(nbformat.writes(notebook)))
+    assert sizes[1] < 1.25 * sizes[0], \
+        f"a 10x longer run grew the notebook from {sizes[0]} to {sizes[1]} bytes"

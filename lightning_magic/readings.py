@@ -1,0 +1,343 @@
+"""Live readings of the machine: NVML per GPU, psutil for CPU, memory and disk.
+
+One reading is a plain dict, the body of ``GET /gpu-status`` without ``runs``::
+
+    {"version": 1, "timestamp": ..., "nvml": {...}, "gpus": [...],
+     "cpu": {...}, "memory": {...}, "disk": {...}}
+
+``snapshot()`` takes one reading now. ``get_sampler()`` returns the process's one background
+sampler, which reads at a fixed interval and lets any number of readers share the latest
+reading, so NVML is called as often as the interval says and never more. It starts on first use
+and stops after ``idle_timeout`` seconds without a reader.
+
+The GPU part lives in ``gpu_readings`` (NVML) and ``gpu_processes`` (who a GPU process is).
+Nothing here imports torch (so nothing initializes CUDA) nor anything from Jupyter; pynvml is
+imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from .gpu_readings import NvmlSession
+
+SCHEMA_VERSION = 1
+DEFAULT_INTERVAL = 1.0
+MIN_INTERVAL = 0.25
+DEFAULT_IDLE_TIMEOUT = 60.0
+CHECKPOINT_DIRNAME = "lightning_runs"
+
+_log = logging.getLogger(__name__)
+_CPU_WINDOW = 0.1  # seconds over which a fresh CPU meter measures its first reading
+
+
+# --------------------------------------------------------------------------------------------
+# psutil: CPU, memory, disk
+
+
+class _CpuMeter:
+    """CPU busy percent between two reads of the kernel's counters (never a blocking call
+    after the first read; the first waits out a short window so it is not meaningless)."""
+
+    def __init__(self):
+        self._since = time.monotonic()
+        self._last = psutil.cpu_times(percpu=True)
+
+    def read(self) -> dict:
+        wait = _CPU_WINDOW - (time.monotonic() - self._since)
+        if wait > 0:
+            time.sleep(wait)
+        now = psutil.cpu_times(percpu=True)
+        per_core = [_busy_percent([a], [b]) for a, b in zip(self._last, now, strict=False)]
+        total = _busy_percent(self._last, now)
+        self._last, self._since = now, time.monotonic()
+        return {"percent": total, "per_core": per_core, "count": len(now)}
+
+
+def _busy_percent(before, after) -> float:
+    def totals(times):
+        # guest time is already counted in user time on Linux
+        all_ = sum(t.user + t.nice + t.system + t.idle + getattr(t, "iowait", 0.0)
+                   + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+                   + getattr(t, "steal", 0.0) for t in times)
+        idle = sum(t.idle + getattr(t, "iowait", 0.0) for t in times)
+        return all_, idle
+
+    all_before, idle_before = totals(before)
+    all_after, idle_after = totals(after)
+    elapsed = all_after - all_before
+    if elapsed <= 0:
+        return 0.0
+    busy = 100.0 * (1.0 - (idle_after - idle_before) / elapsed)
+    return round(min(100.0, max(0.0, busy)), 1)
+
+
+def _memory() -> dict:
+    memory = psutil.virtual_memory()
+    used = memory.total - memory.available
+    return {
+        "total": memory.total,
+        "used": used,
+        "available": memory.available,
+        "percent": round(100.0 * used / memory.total, 1) if memory.total else 0.0,
+    }
+
+
+def default_checkpoint_root(base: str | os.PathLike | None = None) -> Path:
+    """Where runs keep checkpoints by default: ``lightning_runs/`` in ``base`` (the cwd)."""
+    if base is None:
+        try:
+            base = os.getcwd()
+        except OSError:  # the working directory was deleted
+            base = Path.home()
+    return Path(base) / CHECKPOINT_DIRNAME
+
+
+def _disk(path: Path) -> dict | None:
+    """Usage of the file system that holds ``path`` (or would, once it is created)."""
+    existing = path
+    try:
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        usage = psutil.disk_usage(str(existing))
+    except OSError:  # not allowed to look, or gone in the meantime
+        return None
+    return {"path": str(path), "total": usage.total, "used": usage.used, "free": usage.free,
+            "percent": usage.percent}
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+_state_lock = threading.Lock()
+_nvml: NvmlSession | None = None
+_sampler: Sampler | None = None
+
+
+def _session() -> NvmlSession:
+    global _nvml
+    with _state_lock:
+        if _nvml is None:
+            _nvml = NvmlSession()
+        session = _nvml
+    session.start()
+    return session
+
+
+def _read(meter: _CpuMeter, disk_path: Path) -> dict:
+    session = _session()
+    gpus = session.read_gpus()
+    return {
+        "version": SCHEMA_VERSION,
+        "timestamp": time.time(),
+        "nvml": session.status(),
+        "gpus": gpus,
+        "cpu": meter.read(),
+        "memory": _memory(),
+        "disk": _disk(disk_path),
+    }
+
+
+def snapshot(disk_path: str | os.PathLike | None = None) -> dict:
+    """One reading, taken now (about 0.1 s: CPU use is measured over a short window).
+
+    ``disk_path`` is the checkpoint root whose disk usage is reported; by default
+    ``lightning_runs/`` in the current directory. Never touches torch or CUDA.
+    """
+    path = Path(disk_path) if disk_path is not None else default_checkpoint_root()
+    return _read(_CpuMeter(), path)
+
+
+def nvml_status() -> dict:
+    """``{"available": bool, "driver_version": str | None, "reason": str | None}``."""
+    return _session().status()
+
+
+def list_gpus() -> list[dict]:
+    """The GPUs NVML sees: index, uuid, name, memory_total (bytes), compute_capability
+    (``[major, minor]`` or None). An empty list when NVML is unavailable."""
+    return _session().inventory()
+
+
+def _check_interval(interval) -> float:
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or (
+            interval != interval or interval < MIN_INTERVAL):
+        raise ValueError(
+            f"The sample interval must be a number of seconds of at least {MIN_INTERVAL}; "
+            f"got {interval!r}."
+        )
+    return float(interval)
+
+
+class Sampler:
+    """Reads the machine every ``interval`` seconds in a background thread.
+
+    Readers call ``latest()`` (a copy) or ``cached()`` (the shared reading itself). The thread
+    starts on the first read and stops once nobody has read for ``idle_timeout`` seconds; the
+    next read starts it again.
+    """
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL, *,
+                 idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 disk_path: str | os.PathLike | None = None):
+        self._interval = _check_interval(interval)
+        self.idle_timeout = float(idle_timeout)
+        self.disk_path = Path(disk_path) if disk_path is not None else default_checkpoint_root()
+        self.samples_taken = 0
+        self._lock = threading.Lock()
+        self._taken = threading.Condition(self._lock)
+        self._ready = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._latest: dict | None = None
+        self._latest_began = float("-inf")
+        self._last_read = time.monotonic()
+
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        self._interval = _check_interval(value)
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
+    def cached(self) -> dict | None:
+        """The latest reading, shared with every other reader (do not modify it), or None while
+        the first reading after a start is being taken. Never blocks."""
+        with self._lock:
+            self._last_read = time.monotonic()
+            if self._thread is None:
+                self._start()
+            return self._latest if self._ready.is_set() else None
+
+    def latest(self, timeout: float = 30.0) -> dict:
+        """A copy of the latest reading; waits for the first one after a start."""
+        reading = self.cached()
+        if reading is None:
+            if not self._ready.wait(timeout):
+                raise TimeoutError(
+                    f"No reading of the machine within {timeout} s: NVML or psutil is not "
+                    "answering. Check that `nvidia-smi` returns promptly."
+                )
+            reading = self._latest
+        return copy.deepcopy(reading)
+
+    def wait_next(self, timeout: float = 30.0) -> dict:
+        """A copy of the first reading begun after this call (waits up to ``timeout`` s), so it
+        reflects any change made to the machine before the call."""
+        with self._taken:
+            called = self._last_read = time.monotonic()
+            if self._thread is None:
+                self._start()
+            if not self._taken.wait_for(lambda: self._latest_began >= called, timeout):
+                raise TimeoutError(f"No new reading of the machine within {timeout} s.")
+            return copy.deepcopy(self._latest)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the thread has stopped (on ``stop()`` or after ``idle_timeout`` without
+        a reader); True if it has."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def stop(self) -> None:
+        """Stop the thread now (the next read starts it again)."""
+        with self._lock:
+            thread, wake, self._thread = self._thread, self._wake, None
+        if thread is not None:
+            wake.set()
+            if thread is not threading.current_thread():
+                thread.join()
+
+    def _start(self) -> None:
+        self._ready.clear()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._wake,), name="lightning-magic-readings", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, wake: threading.Event) -> None:
+        meter = _CpuMeter()
+        me = threading.current_thread()
+        failure = None
+        while True:
+            began = time.monotonic()
+            try:
+                reading = _read(meter, self.disk_path)
+            except Exception as error:  # keep sampling: the next reading may well succeed
+                if repr(error) != failure:
+                    failure = repr(error)
+                    _log.warning("Reading the machine failed; readers keep the last good "
+                                 "reading until one succeeds.", exc_info=True)
+                reading = None
+            with self._lock:
+                if self._thread is not me:
+                    return
+                if reading is not None:
+                    self._latest, self._latest_began = reading, began
+                    self.samples_taken += 1
+                    self._ready.set()
+                    self._taken.notify_all()
+            if wake.wait(self._interval):
+                return
+            with self._lock:
+                if self._thread is not me:
+                    return
+                if time.monotonic() - self._last_read > self.idle_timeout:
+                    self._thread = None
+                    return
+
+
+def get_sampler(interval: float | None = None, *, idle_timeout: float | None = None,
+                disk_path: str | os.PathLike | None = None) -> Sampler:
+    """The process's one sampler; arguments given change it for every reader."""
+    global _sampler
+    with _state_lock:
+        if _sampler is None:
+            _sampler = Sampler(DEFAULT_INTERVAL)
+        sampler = _sampler
+    if interval is not None:
+        sampler.interval = interval
+    if idle_timeout is not None:
+        sampler.idle_timeout = float(idle_timeout)
+    if disk_path is not None:
+        sampler.disk_path = Path(disk_path)
+    return sampler
+
+
+def shutdown() -> None:
+    """Stop the sampler and close NVML; the next reading starts both afresh."""
+    global _sampler, _nvml
+    with _state_lock:
+        sampler, session = _sampler, _nvml
+        _sampler = _nvml = None
+    if sampler is not None:
+        sampler.stop()
+    if session is not None:
+        session.close()
+
+
+def _forget_after_fork() -> None:
+    # A forked child has none of the parent's threads, and locks may be held by them.
+    global _state_lock, _sampler, _nvml
+    _state_lock = threading.Lock()
+    _sampler = _nvml = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1,0 +1,37 @@
+"""The Jupyter server extension: ``GET {base_url}gpu-status`` (see ``handlers``), configured
+through ``c.GpuStatus`` (see ``config``). Enabled by the JSON file pip installs into
+``etc/jupyter/jupyter_server_config.d``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "lightning_magic.server"}]
+
+
+def _load_jupyter_server_extension(serverapp):
+    from jupyter_server.utils import url_path_join
+
+    from .. import readings
+    from .config import GpuStatus
+    from .handlers import SETTINGS_KEY, GpuStatusEndpoint, GpuStatusHandler
+
+    config = GpuStatus(parent=serverapp)
+    checkpoint_root = (
+        Path(config.checkpoint_root).expanduser()
+        if config.checkpoint_root
+        else readings.default_checkpoint_root(serverapp.root_dir)
+    )
+    sampler = readings.get_sampler(
+        config.sample_interval, idle_timeout=config.idle_timeout, disk_path=checkpoint_root
+    )
+    web_app = serverapp.web_app
+    web_app.settings[SETTINGS_KEY] = GpuStatusEndpoint(config, sampler)
+    route = url_path_join(web_app.settings["base_url"], "gpu-status")
+    web_app.add_handlers(".*$", [(route, GpuStatusHandler)])
+    serverapp.log.info(
+        "lightning_magic: GPU readings at %s, sampled every %s s while requested",
+        route, sampler.interval,
+    )

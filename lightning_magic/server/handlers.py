@@ -1,0 +1,139 @@
+"""``GET {base_url}gpu-status``: the latest reading of the machine, as JSON.
+
+The handler never reads the machine itself: the process's one sampler (``readings``) does
+that in a background thread, and the handler encodes its latest reading once, however many
+clients ask for it. Requests do not count as user activity, so a sidebar polling this endpoint
+does not keep an idle server or its kernels from being culled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import psutil
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..readings import Sampler
+from ..run_registry import list_runs
+from .config import GpuStatus
+
+RUNS_TTL_S = 1.0  # how long a listing of the active runs is reused
+
+AUTH_RESOURCE = "lightning_magic:gpu-status"
+SETTINGS_KEY = "lightning_magic_gpu_status"
+
+
+class GpuStatusEndpoint:
+    """What the handler needs from the server: settings, the sampler, the encoded reading."""
+
+    def __init__(self, config: GpuStatus, sampler: Sampler):
+        self.config = config
+        self.sampler = sampler
+        self.user = psutil.Process().username()
+        self._encoded_for: tuple | None = None
+        self._encoded = b""
+        self._runs: list[dict] = []
+        self._runs_at = float("-inf")
+
+    async def runs(self) -> list[dict]:
+        """The active ``%%lightning_train`` runs, read off the event loop, at most once a second."""
+        if time.monotonic() - self._runs_at > RUNS_TTL_S:
+            loop = asyncio.get_running_loop()
+            try:
+                self._runs = await loop.run_in_executor(None, list_runs)
+            except Exception:  # the readings must still be served
+                self.config.log.warning("Could not list the active runs", exc_info=True)
+                self._runs = []
+            self._runs_at = time.monotonic()
+        return self._runs
+
+    async def body(self, reading: dict, session_manager) -> bytes:
+        runs = await self.runs()
+        if self._encoded_for is not None and self._encoded_for[0] is reading \
+                and self._encoded_for[1] is runs:
+            return self._encoded
+        gpus = _with_ranks(reading["gpus"], runs)
+        if not self.config.show_other_users_processes:
+            gpus = [
+                {**gpu, "processes": [p for p in gpu["processes"] if p["user"] == self.user]}
+                for gpu in gpus
+            ]
+        if any(p["kernel_id"] for gpu in gpus for p in gpu["processes"]):
+            try:
+                paths = await _notebook_paths(session_manager)
+            except Exception:  # the labels are a courtesy; the readings must still be served
+                self.config.log.warning("Could not list sessions to name notebooks on GPUs",
+                                        exc_info=True)
+            else:
+                gpus = _with_notebook_paths(gpus, paths)
+        body = json.dumps({**reading, "gpus": gpus, "runs": runs}).encode()
+        self._encoded_for, self._encoded = (reading, runs), body
+        return body
+
+
+def _with_ranks(gpus: list[dict], runs: list[dict]) -> list[dict]:
+    """Label GPU processes that are ranks of an active run with their kernel, run and rank."""
+    ranks = {}
+    for run in runs:
+        pids = run.get("rank_pids") or []
+        items = pids.items() if isinstance(pids, dict) else enumerate(pids)
+        for rank, pid in items:
+            ranks[int(pid)] = {"kernel_id": run.get("kernel_id"), "run_id": run.get("run_id"),
+                               "rank": int(rank), "role": "rank"}
+    if not ranks:
+        return gpus
+    return [
+        {**gpu, "processes": [
+            {**p, **{k: v for k, v in ranks[p["pid"]].items() if v is not None}}
+            if p.get("pid") in ranks else p
+            for p in gpu["processes"]
+        ]}
+        for gpu in gpus
+    ]
+
+
+async def _notebook_paths(session_manager) -> dict[str, str]:
+    """kernel id -> the path of the notebook (or console) it serves, for this server's sessions."""
+    sessions = await ensure_async(session_manager.list_sessions())
+    return {
+        session["kernel"]["id"]: session.get("path")
+        for session in sessions
+        if session.get("kernel") and session.get("path")
+    }
+
+
+def _with_notebook_paths(gpus: list[dict], paths: dict[str, str]) -> list[dict]:
+    return [
+        {**gpu, "processes": [
+            {**p, "notebook_path": paths[p["kernel_id"]]} if p["kernel_id"] in paths else p
+            for p in gpu["processes"]
+        ]}
+        for gpu in gpus
+    ]
+
+
+class GpuStatusHandler(APIHandler):
+    """Live GPU, CPU and memory readings; see lightning_magic/schema/gpu-status.schema.json."""
+
+    auth_resource = AUTH_RESOURCE
+    _track_activity = False
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        endpoint: GpuStatusEndpoint = self.settings[SETTINGS_KEY]
+        reading = endpoint.sampler.cached()
+        if reading is None:  # the sampler is taking its first reading since it started
+            loop = asyncio.get_running_loop()
+            try:
+                reading = await loop.run_in_executor(None, endpoint.sampler.latest)
+            except TimeoutError as error:
+                raise web.HTTPError(503, str(error), reason="Readings not ready") from error
+        body = await endpoint.body(reading, self.session_manager)
+        self.set_header("Cache-Control", "no-store")
+        await self.finish(body)

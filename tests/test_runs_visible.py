@@ -1,0 +1,124 @@
+"""A %%lightning_train run in a real kernel of a real Jupyter server shows up in /gpu-status
+``runs`` while it trains (its ranks labelled on the GPUs), and is gone once it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import lightning_magic
+from lightning_magic import readings
+from nvml_standin import GIB
+from test_server import SCHEMA, get_json, server_config
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+pytestmark = pytest.mark.slow
+
+CELL = r'''%load_ext lightning_magic
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Endless(pl.LightningModule):
+    def __init__(self, fifo):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.fifo = fifo
+
+    def training_step(self, batch, batch_idx):
+        if self.fifo and self.global_rank == 0 and self.global_step == 3:
+            with open(self.fifo, "w") as signal_test:
+                signal_test.write("training\n")
+            self.fifo = None
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+X = torch.randn(512, 8)
+loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=4)
+'''
+
+
+@pytest.fixture
+def jp_server_config():
+    return server_config()
+
+
+@pytest.fixture(autouse=True)
+def kernel_imports_this_package(monkeypatch):
+    root = str(Path(lightning_magic.__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    readings.shutdown()
+    yield
+    readings.shutdown()
+
+
+async def reply_to(client, msg_id, timeout=120):
+    while True:
+        reply = await client.get_shell_msg(timeout=timeout)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
+
+
+async def test_a_training_run_is_listed_while_it_trains(fake_nvml, jp_fetch, jp_serverapp,
+                                                         tmp_path):
+    session = json.loads((await jp_fetch("api", "sessions", method="POST", body=json.dumps({
+        "path": "train.ipynb", "type": "notebook", "name": "train.ipynb",
+        "kernel": {"name": "python3"},
+    }))).body)
+    kernel_id = session["kernel"]["id"]
+    kernel = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+    client = kernel.client()
+    client.start_channels()
+    fifo = tmp_path / "training.fifo"
+    os.mkfifo(fifo)
+    loop = asyncio.get_running_loop()
+    try:
+        await client.wait_for_ready(timeout=120)
+        setup = await client.execute_interactive(CELL, timeout=120)
+        assert setup["content"]["status"] == "ok"
+        msg_id = client.execute("%%lightning_train --accelerator cpu --devices 2 --max-epochs 1000\n"
+                                f"model = Endless({str(fifo)!r})\ntrain_loader = loader")
+        said = await asyncio.wait_for(loop.run_in_executor(None, fifo.read_text), timeout=120)
+        assert said == "training\n"
+
+        body = await get_json(jp_fetch)
+        jsonschema.Draft202012Validator(SCHEMA).validate(body)
+        [run] = body["runs"]
+        assert run["kernel_id"] == kernel_id and run["pid"] == kernel.provisioner.pid
+        assert run["model"] == "Endless" and run["accelerator"] == "cpu"
+        assert len(run["rank_pids"]) == 2 and run["status"] == "running"
+
+        # the ranks, seen on a GPU by NVML, carry their kernel, run and rank
+        fake_nvml.gpus[1].processes = [(pid, 3 * GIB) for pid in run["rank_pids"]]
+        await loop.run_in_executor(None, readings.get_sampler().wait_next)
+        body = await get_json(jp_fetch)
+        processes = {p["pid"]: p for p in body["gpus"][1]["processes"]}
+        for rank, pid in enumerate(run["rank_pids"]):
+            assert processes[pid]["rank"] == rank and processes[pid]["role"] == "rank"
+            assert processes[pid]["kernel_id"] == kernel_id
+            assert processes[pid]["run_id"] == run["run_id"]
+            assert processes[pid]["notebook_path"] == "train.ipynb"
+
+        await jp_serverapp.kernel_manager.interrupt_kernel(kernel_id)
+        content = await reply_to(client, msg_id)
+        assert content["ename"] == "TrainingFailed"  # interrupted, as the stop button does
+        # the listing is reused for a second; start the next request from a fresh one
+        jp_serverapp.web_app.settings["lightning_magic_gpu_status"]._runs_at = float("-inf")
+        body = await get_json(jp_fetch)
+        assert body["runs"] == []
+    finally:
+        client.stop_channels()
+        await jp_fetch("api", "sessions", session["id"], method="DELETE")

@@ -31,8 +31,12 @@ install-test: $(PY) browser
 demo: install
 	cd notebooks && ../$(PY) run_notebook.py quickstart.ipynb
 
-test: install-test
+test: install-test js-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The panel's TypeScript: type-check and unit tests (vitest). jlpm comes with JupyterLab.
+js-test: install-test
+	cd labextension && ../$(BIN)/jlpm install --immutable && ../$(BIN)/jlpm test
 
 lab: install
 	$(PIP) install --quiet "jupyterlab>=4,<5"

@@ -100,6 +100,7 @@ async def test_a_training_run_is_listed_while_it_trains(fake_nvml, jp_fetch, jp_
         assert run["kernel_id"] == kernel_id and run["pid"] == kernel.provisioner.pid
         assert run["model"] == "Endless" and run["accelerator"] == "cpu"
         assert len(run["rank_pids"]) == 2 and run["status"] == "running"
+        assert run["notebook_path"] == "train.ipynb"
 
         # the ranks, seen on a GPU by NVML, carry their kernel, run and rank
         fake_nvml.gpus[1].processes = [(pid, 3 * GIB) for pid in run["rank_pids"]]

@@ -254,13 +254,23 @@ export function RunList(props: { runs: IRun[] }): React.ReactElement | null {
 }
 
 export function runName(run: IRun): string {
+  let where: string;
   if (typeof run.notebook_path === 'string' && run.notebook_path) {
-    return baseName(run.notebook_path);
+    where = baseName(run.notebook_path);
+  } else if (typeof run.kernel_id === 'string' && run.kernel_id) {
+    where = `kernel ${run.kernel_id.slice(0, 8)}`;
+  } else {
+    where = typeof run.run_id === 'string' && run.run_id ? run.run_id : 'run';
   }
-  if (typeof run.kernel_id === 'string' && run.kernel_id) {
-    return `kernel ${run.kernel_id.slice(0, 8)}`;
+  if (typeof run.model === 'string' && run.model) {
+    const count = isReported(run.num_processes) ? run.num_processes : null;
+    const on =
+      count && typeof run.accelerator === 'string'
+        ? ` on ${count} ${run.accelerator.toUpperCase()}${count > 1 ? 's' : ''}`
+        : '';
+    return `${run.model}${on} · ${where}`;
   }
-  return typeof run.run_id === 'string' && run.run_id ? run.run_id : 'run';
+  return where;
 }
 
 export function runProgress(run: IRun): string {

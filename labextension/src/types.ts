@@ -106,6 +106,12 @@ export interface IRun {
   kernel_id?: string | null;
   notebook_path?: string | null;
   pid?: number | null;
+  rank_pids?: number[] | null;
+  /** Class name of the LightningModule being trained. */
+  model?: string | null;
+  accelerator?: string | null;
+  num_processes?: number | null;
+  status?: string | null;
   devices?: unknown;
   /** Lightning's current_epoch (counted from 0). */
   epoch?: number | null;

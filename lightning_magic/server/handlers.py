@@ -54,6 +54,7 @@ class GpuStatusEndpoint:
 
     async def body(self, reading: dict, session_manager) -> bytes:
         runs = await self.runs()
+        key = (reading, runs)
         if self._encoded_for is not None and self._encoded_for[0] is reading \
                 and self._encoded_for[1] is runs:
             return self._encoded
@@ -63,7 +64,7 @@ class GpuStatusEndpoint:
                 {**gpu, "processes": [p for p in gpu["processes"] if p["user"] == self.user]}
                 for gpu in gpus
             ]
-        if any(p["kernel_id"] for gpu in gpus for p in gpu["processes"]):
+        if runs or any(p["kernel_id"] for gpu in gpus for p in gpu["processes"]):
             try:
                 paths = await _notebook_paths(session_manager)
             except Exception:  # the labels are a courtesy; the readings must still be served
@@ -71,8 +72,9 @@ class GpuStatusEndpoint:
                                         exc_info=True)
             else:
                 gpus = _with_notebook_paths(gpus, paths)
+                runs = [{**run, "notebook_path": paths.get(run.get("kernel_id"))} for run in runs]
         body = json.dumps({**reading, "gpus": gpus, "runs": runs}).encode()
-        self._encoded_for, self._encoded = (reading, runs), body
+        self._encoded_for, self._encoded = key, body
         return body
 
 

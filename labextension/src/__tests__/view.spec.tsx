@@ -196,6 +196,25 @@ describe('GpuStatusView', () => {
     expect(runs.textContent).toContain('epoch 2 · step 310');
   });
 
+  it('names a run by its model, devices and notebook', () => {
+    const host = withReading(
+      readingJson({
+        runs: [
+          {
+            run_id: 'r2',
+            notebook_path: 'work/cifar.ipynb',
+            model: 'ResNet',
+            accelerator: 'gpu',
+            num_processes: 4,
+            epoch: 0,
+            step: 12
+          }
+        ]
+      })
+    );
+    expect(card(host, 'Training runs').textContent).toContain('ResNet on 4 GPUs · cifar.ipynb');
+  });
+
   it('draws the history as sparklines, with gaps where values were not reported', () => {
     const gpu = gpuJson(0);
     const samples: ISample[] = [

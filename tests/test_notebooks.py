@@ -133,3 +133,32 @@ def test_live_view_leaves_a_summary_with_charts_and_bounded_output(kernel_env, t
         sizes.append(len(nbformat.writes(notebook)))
     assert sizes[1] < 1.25 * sizes[0], \
         f"a 10x longer run grew the notebook from {sizes[0]} to {sizes[1]} bytes"
+
+
+def test_rank_output_in_a_kernel(kernel_env, tmp_path):
+    """Rank 0 prints into the cell, other ranks do not; a warning from every rank is kept once;
+    --progress bar shows Lightning's bar from rank 0."""
+    notebook = training_notebook(16)
+    notebook.cells[-1] = nbformat.v4.new_code_cell(
+        "%%lightning_train --accelerator cpu --devices 2 --max-epochs 1 --progress none\n"
+        "import warnings\n"
+        "class Chatty(Net):\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        if batch_idx == 0:\n"
+        "            print(f'hello from rank {self.global_rank}')\n"
+        "            warnings.warn('the same advice from every rank')\n"
+        "        return super().training_step(batch, batch_idx)\n"
+        "model = Chatty()\ntrain_loader = DataLoader(data, batch_size=16)")
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "print(sum('the same advice from every rank' in w for w in lightning_run.warnings))"))
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "%%lightning_train --accelerator cpu --devices 2 --max-epochs 1 --progress bar\n"
+        "model = Net()\ntrain_loader = DataLoader(data, batch_size=16)"))
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    chatty, count, bar = notebook.cells[-3], notebook.cells[-2], notebook.cells[-1]
+    shown = text_of(chatty)
+    assert "hello from rank 0" in shown and "hello from rank 1" not in shown
+    assert "the same advice from every rank" not in shown
+    assert text_of(count).strip() == "1"
+    assert "Epoch 0" in text_of(bar)

@@ -225,3 +225,18 @@ def test_a_cell_error_is_the_users_own_traceback(shell):
         result = shell.run_cell("%%lightning_train --accelerator cpu\nmodel = Regressor()\n1/0")
     assert isinstance(result.error_in_exec, ZeroDivisionError)
     assert "model" in shell.user_ns  # the cell ran in the notebook's namespace up to the error
+
+
+def test_gpu_readings_for_the_live_view_come_from_nvml(fake_nvml):
+    from lightning_magic import readings
+    from lightning_magic.progress import gpu_event
+
+    readings.shutdown()
+    try:
+        event = gpu_event([1, 0])
+    finally:
+        readings.shutdown()
+    assert event["kind"] == "gpu"
+    assert [(r["rank"], r["index"]) for r in event["ranks"]] == [(0, 1), (1, 0)]
+    assert event["ranks"][1]["utilization"] == 87
+    assert event["ranks"][1]["memory_total"] == 80 * 2**30

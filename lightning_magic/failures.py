@@ -74,8 +74,9 @@ def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None
     if tail:
         context = dict(context, stderr=tail)
     if outcome.exitcode is not None and outcome.exitcode < 0:
+        stack = (getattr(outcome, "crash_stacks", {}) or {}).get(outcome.exit_rank) or None
         return Failure(kind="signal", rank=outcome.exit_rank, world_size=world,
-                       signal=-outcome.exitcode, context=context)
+                       signal=-outcome.exitcode, traceback=stack, context=context)
     return Failure(kind="exit", rank=outcome.exit_rank, world_size=world,
                    exitcode=outcome.exitcode, context=context)
 

@@ -263,6 +263,8 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
                 outcome = failed.outcome
             outcome.output_tails = {rank: control.output_tail(rank)
                                     for rank in range(1, resolved.num_processes)}
+            outcome.crash_stacks = {rank: control.crash_stack(rank)
+                                    for rank in range(resolved.num_processes)}
             kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
     finally:
         ranks.restore_logs(previous_levels)
@@ -297,7 +299,7 @@ def _training_run(plan: Plan, trainer: Any, outcome: Any, elapsed: float,
         from .failures import report_for
 
         result.report = report_for(outcome, plan)
-        result.traceback = outcome.error.traceback if outcome.error else None
+        result.traceback = outcome.error.traceback if outcome.error else result.report.traceback
     return result
 
 

@@ -85,12 +85,24 @@ class RunControl:
     def output_file(self, rank: int) -> str:
         return os.path.join(self.stack_dir, f"rank-{rank}.out")
 
+    def crash_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.crash")
+
     def output_tail(self, rank: int, lines: int = 20) -> str:
-        try:
-            with open(self.output_file(rank), errors="replace") as handle:
-                return "".join(handle.readlines()[-lines:])
-        except OSError:
-            return ""
+        """The last lines a rank other than 0 wrote (its stdout and stderr go to a file)."""
+        return _tail(self.output_file(rank), lines)
+
+    def crash_stack(self, rank: int) -> str:
+        """The Python stack faulthandler wrote when the rank crashed (SIGSEGV, SIGABRT, ...)."""
+        return _tail(self.crash_file(rank), 200)
+
+
+def _tail(path: str, lines: int) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) -> None:
@@ -104,6 +116,9 @@ def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) ->
     faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=False)
     if rank != 0:
         _capture_output(control.output_file(rank))
+    # a rank that crashes (SIGSEGV, SIGABRT) leaves its Python stack for the failure report
+    crash_file = open(control.crash_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
+    faulthandler.enable(file=crash_file, all_threads=False)
     quiet_lightning_logs()
 
 

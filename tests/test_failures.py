@@ -106,6 +106,8 @@ def test_rank_killed_by_a_signal(shell, signum, name):
     assert "rank 1" in run.report.what_happened.lower()
     advice = " ".join(run.report.what_to_do)
     assert "memory" in (run.report.what_happened + advice).lower()
+    if signum != "SIGKILL":  # a crash leaves the rank's Python stack, down to the user's code
+        assert "in failure" in run.report.traceback and "in training_step" in run.report.traceback
     next_run_works(shell)
 
 

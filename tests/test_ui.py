@@ -130,6 +130,19 @@ class LabServer:
             self.process.wait(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop():
+    """Playwright's sync API keeps its own event loop running in this thread for the module;
+    pytest-jupyter's per-test loop (loaded for the server tests) must not try to close it."""
+    yield None
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup():
+    """No in-process Jupyter server here (the lab under test is a separate process)."""
+    yield
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     server = LabServer(tmp_path_factory.mktemp("lab"))

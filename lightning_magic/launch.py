@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
-from .discovery import Found, train_batch_size
+from .discovery import Found
 from .flags import TrainFlags
 from .hardware import Resolved
 from .results import TrainingRun
@@ -229,7 +229,7 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from . import launcher, ranks
+    from . import callbacks, launcher, ranks
 
     flags, resolved, found = plan.flags, plan.resolved, plan.found
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
@@ -240,8 +240,8 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
             strategy = launcher.NotebookDDPStrategy(
                 control, settings, find_unused_parameters=resolved.strategy.endswith("_true"))
             trainer_kwargs = flags.trainer_kwargs()
-            callbacks = [ranks.HistoryRecorder(), ranks.ProgressReporter(control),
-                         ranks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
+            callbacks = [callbacks.HistoryRecorder(), callbacks.ProgressReporter(control),
+                         callbacks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
                                              check=flags.check)]
             if flags.check:
                 trainer_kwargs.update(fast_dev_run=1, enable_checkpointing=False)

@@ -14,47 +14,25 @@ import signal
 import socket
 import time
 import traceback as tb_module
-from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Callable, Optional
 
 from lightning.pytorch.strategies import DDPStrategy
-from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.strategies.launchers.multiprocessing import (
+    _MultiProcessingLauncher,
+)
 
-from . import ranks
-
-STOP_GRACE_S = 5.0   # an interrupted run must be gone within this
-TERM_GRACE_S = 3.0   # between SIGTERM and SIGKILL when ending ranks
-SETTLE_S = 1.0       # after a first failure, how long other ranks may still report theirs
-ADDRESS_IN_USE = ("address already in use", "eaddrinuse", "errno 98")
-
-
-@dataclass
-class RankError:
-    """A failure reported by a rank itself (the exception it raised)."""
-
-    rank: int
-    exc_type: str
-    message: str
-    traceback: str
-    user_frame: Optional[tuple[str, int, str]] = None
-
-
-@dataclass
-class Outcome:
-    """How the ranks ended, as the kernel saw it."""
-
-    status: str = "finished"              # finished | failed | interrupted | timeout
-    error: Optional[RankError] = None
-    exit_rank: Optional[int] = None        # a rank that died without reporting an exception
-    exitcode: Optional[int] = None
-    stalled_rank: Optional[int] = None
-    stacks: dict[int, str] = field(default_factory=dict)
-    worker_output: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 1
-    output_tails: dict[int, str] = field(default_factory=dict)  # last output of ranks > 0
-    crash_stacks: dict[int, str] = field(default_factory=dict)  # faulthandler dumps
+from . import callbacks, ranks
+from .supervision import (
+    SETTLE_S,
+    STOP_GRACE_S,
+    Outcome,
+    RankError,
+    address_in_use,
+    end_ranks,
+    pick_stalled,
+    root_cause,
+)
 
 
 class RanksFailed(Exception):
@@ -95,7 +73,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
         for attempt in (1, 2):
             outcome = self._run_ranks(function, args, kwargs, trainer)
             outcome.attempts = attempt
-            if attempt == 1 and _address_in_use(outcome):
+            if attempt == 1 and address_in_use(outcome):
                 self.control.reset_stop()
                 continue  # another free port, once
             break
@@ -132,7 +110,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
         try:
             return self._supervise(procs, results, errors)
         finally:
-            _end_ranks(procs)
+            end_ranks(procs)
 
     def _supervise(self, procs: list, results: Any, errors: Any) -> Outcome:
         """Wait for the ranks, an interrupt, or a stall; whichever comes first."""
@@ -171,7 +149,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
                     if stalled is not None:
                         outcome.status = "timeout"
                         outcome.stacks = self._dump_stacks(procs)
-                        outcome.stalled_rank = _pick_stalled(outcome.stacks, stalled)
+                        outcome.stalled_rank = pick_stalled(outcome.stacks, stalled)
                         return outcome
             except KeyboardInterrupt:
                 outcome.status = "interrupted"
@@ -185,7 +163,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
             return outcome
         if reported or deaths:
             outcome.status = "failed"
-            _root_cause(outcome, reported, deaths)
+            root_cause(outcome, reported, deaths)
         elif outcome.extra.get("status") == "interrupted":
             outcome.status = "interrupted"
         return outcome
@@ -226,7 +204,9 @@ class NotebookLauncher(_MultiProcessingLauncher):
         collector.install()
         self._collector = collector
         try:
-            from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+            from lightning.fabric.utilities.distributed import (
+                _set_num_threads_if_needed,
+            )
 
             _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
             if self.settings.get("seed") is not None:
@@ -236,7 +216,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
             status = "finished"
             try:
                 output = function(*args, **kwargs)
-            except ranks.StopRequested:
+            except callbacks.StopRequested:
                 status, output = "interrupted", None
             self._status = status
             worker_output = self._collect_rank_zero_results(trainer, output)
@@ -258,8 +238,8 @@ class NotebookLauncher(_MultiProcessingLauncher):
         extra = super().get_extra_results(trainer)
         checkpoint = trainer.checkpoint_callback
         history = next((cb.rows for cb in trainer.callbacks
-                        if isinstance(cb, ranks.HistoryRecorder)), [])
-        supervisor = next((cb for cb in trainer.callbacks if isinstance(cb, ranks.RunSupervisor)),
+                        if isinstance(cb, callbacks.HistoryRecorder)), [])
+        supervisor = next((cb for cb in trainer.callbacks if isinstance(cb, callbacks.RunSupervisor)),
                           None)
         extra.update(
             status=getattr(self, "_status", "finished"),
@@ -303,74 +283,3 @@ def _score(value: Any) -> Optional[float]:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _address_in_use(outcome: Outcome) -> bool:
-    text = f"{outcome.error.message} {outcome.error.traceback}".lower() if outcome.error else ""
-    return outcome.status == "failed" and any(marker in text for marker in ADDRESS_IN_USE)
-
-
-PEER_ERRORS = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
-PEER_MESSAGES = ("connection closed by peer", "connection reset by peer", "broken pipe",
-                 "socket timeout", "read error", "connection refused")
-
-
-def _is_peer_echo(error: RankError) -> bool:
-    """An error a rank gets because another rank went away, rather than a cause of its own."""
-    text = error.message.lower()
-    if error.exc_type.rsplit(".", 1)[-1] in PEER_ERRORS:
-        return True
-    return "gloo" in text and any(marker in text for marker in PEER_MESSAGES)
-
-
-def _root_cause(outcome: Outcome, reported: list[RankError], deaths: dict[int, int]) -> None:
-    """Pick the failure that caused the others: an exception of a rank's own, else a rank that
-    died without a word (a signal, os._exit), else the first communication error."""
-    own = [e for e in reported if not _is_peer_echo(e)]
-    silent = {rank: code for rank, code in deaths.items()
-              if rank not in {e.rank for e in reported}}
-    if own:
-        outcome.error = own[0]
-    elif silent:
-        # a signal (negative code) says more than an exit status
-        outcome.exit_rank, outcome.exitcode = min(silent.items(),
-                                                  key=lambda item: (item[1] >= 0, item[0]))
-    elif reported:
-        outcome.error = reported[0]
-
-
-def _pick_stalled(stacks: dict[int, str], fallback: int) -> int:
-    """The rank whose innermost frame is outside torch and Lightning is the one that stalled;
-    the others wait for it inside a collective (faulthandler lists the innermost frame first)."""
-    for rank, text in sorted(stacks.items()):
-        frames = [line for line in text.splitlines() if line.strip().startswith("File ")]
-        if frames and "/torch/" not in frames[0] and "/lightning/" not in frames[0]:
-            return rank
-    return fallback
-
-
-def _end_ranks(procs: list) -> None:
-    """SIGTERM every rank's process group, SIGKILL what is left: nothing survives a run."""
-    for proc in procs:
-        if proc.is_alive():
-            _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + TERM_GRACE_S
-    alive = [p for p in procs if p.is_alive()]
-    while alive and time.monotonic() < deadline:
-        wait([p.sentinel for p in alive], timeout=deadline - time.monotonic())
-        alive = [p for p in procs if p.is_alive()]
-    for proc in procs:
-        _signal_group(proc.pid, signal.SIGKILL)  # also DataLoader workers left in the group
-        proc.join(timeout=TERM_GRACE_S)
-
-
-def _signal_group(pid: Optional[int], signum: int) -> None:
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signum)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass

@@ -17,8 +17,18 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Optional
 
-from .charts import (MAX_POINTS, Point, chart_order, finite, live_html, mean, render_chart_svg,
-                     render_series_svg, render_summary_html, text_line)
+from .charts import (
+    MAX_POINTS,
+    Point,
+    chart_order,
+    finite,
+    live_html,
+    mean,
+    render_chart_svg,
+    render_series_svg,
+    render_summary_html,
+    text_line,
+)
 
 MODES = ("live", "bar", "none")
 

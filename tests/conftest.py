@@ -8,7 +8,6 @@ import os
 
 import psutil
 import pytest
-
 from nvml_standin import fake_nvml, make_fake_nvml, nvml_missing  # noqa: F401 - fixtures
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

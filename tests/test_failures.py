@@ -7,9 +7,9 @@ import socket
 
 import pytest
 import torch
+from conftest import live_children
 from IPython.utils.capture import capture_output
 
-from conftest import live_children
 from lightning_magic import launcher
 from lightning_magic.results import TrainingFailed
 

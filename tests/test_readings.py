@@ -16,10 +16,10 @@ from importlib.resources import files
 import jsonschema
 import psutil
 import pytest
+from nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec
 
 from lightning_magic import readings
 from lightning_magic.gpu_processes import KERNEL_ID_VAR, RANK_VAR, RUN_ID_VAR
-from nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec, make_fake_nvml  # noqa: F401
 
 SCHEMA = json.loads(files("lightning_magic").joinpath("schema/gpu-status.schema.json").read_text())
 

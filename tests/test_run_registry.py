@@ -13,7 +13,12 @@ import threading
 
 import pytest
 
-from lightning_magic.run_registry import PublishedRun, list_runs, rank_labels, runtime_dir
+from lightning_magic.run_registry import (
+    PublishedRun,
+    list_runs,
+    rank_labels,
+    runtime_dir,
+)
 
 
 class Clock:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from nvml_standin import GIB
+from test_server import SCHEMA, get_json, server_config
 
 import lightning_magic
 from lightning_magic import readings
-from nvml_standin import GIB
-from test_server import SCHEMA, get_json, server_config
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.slow

@@ -14,11 +14,11 @@ import jsonschema
 import psutil
 import pytest
 from jupyter_server.serverapp import ServerApp
+from nvml_standin import GIB
 from traitlets.config import Config
 
 from lightning_magic import readings
 from lightning_magic.server.config import GpuStatus
-from nvml_standin import GIB
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

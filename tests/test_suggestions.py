@@ -21,7 +21,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_magic.suggestions import Failure, Report, explain, user_frame_from_traceback
+from lightning_magic.suggestions import (
+    Failure,
+    Report,
+    explain,
+    user_frame_from_traceback,
+)
 from lightning_magic.suggestions.frames import describe_frame, is_library_filename
 
 FORK = multiprocessing.get_context("fork")
@@ -689,7 +694,7 @@ def test_nan_found_by_anomaly_detection():
 
 
 def test_non_finite_loss_reported_by_the_rank():
-    from lightning_magic.ranks import NonFiniteLoss
+    from lightning_magic.callbacks import NonFiniteLoss
 
     def step():
         raise NonFiniteLoss("the training loss is nan at step 3 (epoch 0, batch 3)")

@@ -6,10 +6,10 @@ import os
 
 import pytest
 import torch
+from conftest import live_children
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from conftest import live_children
 from lightning_magic.results import TrainingRun
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .clues import ACCELERATOR_FLAG, ACCUMULATE_FLAG, DEVICES_FLAG, HALF_PRECISIONS, PRECISION_FLAG, Clues
+from .clues import (
+    ACCELERATOR_FLAG,
+    ACCUMULATE_FLAG,
+    DEVICES_FLAG,
+    HALF_PRECISIONS,
+    PRECISION_FLAG,
+    Clues,
+)
 from .report import Report
 
 _CULPRITS = (

@@ -1,0 +1,200 @@
+"""The Lightning callbacks of a run, active in every rank: history, progress events for the
+kernel, the heartbeat and stop protocol of ``RunControl``, and the non-finite-loss guard."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Optional
+
+from lightning.pytorch.callbacks import Callback
+
+from .ranks import RunControl
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class StopRequested(Exception):
+    """Raised in every rank at the same step when the kernel asked the run to stop."""
+
+
+def _to_float(value: Any) -> Optional[float]:
+    try:
+        number = float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return number
+
+
+class HistoryRecorder(Callback):
+    """Records every logged scalar when it changes, with the step and epoch it belongs to."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._last: dict[str, float] = {}
+
+    def _record(self, trainer: Any, stage: str) -> None:
+        changed = {}
+        for name, value in trainer.callback_metrics.items():
+            number = _to_float(value)
+            if number is None:
+                continue
+            previous = self._last.get(name)
+            if previous is None or not (number == previous or (math.isnan(number) and math.isnan(previous))):
+                changed[name] = number
+                self._last[name] = number
+        if changed:
+            self.rows.append({"stage": stage, "epoch": trainer.current_epoch,
+                              "step": trainer.global_step, **changed})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self._record(trainer, "train")
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._record(trainer, "validation")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._record(trainer, "epoch")
+
+
+class RunSupervisor(Callback):
+    """Heartbeat for the stall watchdog, and a stop that every rank takes at the same batch.
+
+    On a stop request every rank stops after the same training batch (see ``RunControl``),
+    writes a checkpoint together with the others to ``stop_checkpoint``, and raises
+    ``StopRequested``. No collective is added to the training step.
+    """
+
+    def __init__(self, control: RunControl, stop_checkpoint: str, check: bool = False) -> None:
+        self.control = control
+        self.stop_checkpoint = stop_checkpoint
+        self.check = check
+        self.check_results: dict[str, Any] = {}
+        self.stopped = False
+        self._batches = 0
+
+    def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank)
+
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if self.check:
+            self.check_results = _check_collectives(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank, trainer.global_step)
+        self._batches += 1
+        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
+        every = 1 if trainer.strategy.root_device.type == "cpu" else 50
+        if self._batches % every == 0 or self.check:
+            loss = _loss_of(outputs)
+            if loss is not None and not math.isfinite(loss):
+                raise NonFiniteLoss(f"the training loss is {loss} at step {trainer.global_step} "
+                                    f"(epoch {trainer.current_epoch}, batch {batch_idx})")
+            if self.check and loss is not None:
+                self.check_results["loss"] = loss
+        if self.control.batch_done(trainer.global_rank):
+            trainer.save_checkpoint(self.stop_checkpoint)
+            self.stopped = True
+            raise StopRequested(f"stopped at step {trainer.global_step}")
+
+    def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank)
+
+    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.control.beat(trainer.global_rank)
+
+
+def _loss_of(outputs: Any) -> Optional[float]:
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    if loss is None or not hasattr(loss, "detach"):
+        return None
+    return float(loss.detach().float().item())
+
+
+def _check_collectives(trainer: Any) -> dict[str, Any]:
+    """One all-reduce across the ranks, for ``--check``."""
+    import torch
+
+    strategy = trainer.strategy
+    tensor = torch.ones(1, device=strategy.root_device)
+    total = strategy.reduce(tensor, reduce_op="sum")
+    return {"all_reduce": float(total.item()), "world_size": trainer.world_size,
+            "backend": getattr(strategy, "_process_group_backend", None)}
+
+
+class ProgressReporter(Callback):
+    """Rank 0 sends progress events to the kernel (at most every ``min_interval`` seconds)."""
+
+    def __init__(self, control: RunControl, min_interval: float = 0.1) -> None:
+        self.control = control
+        self.min_interval = min_interval
+        self._last_sent = 0.0
+        self._samples = 0
+
+    def _send(self, trainer: Any, event: dict[str, Any]) -> None:
+        if trainer.global_rank != 0:
+            return
+        event["time"] = time.time()
+        try:
+            self.control.progress_writer.send(event)
+        except (OSError, ValueError):  # the kernel stopped listening; training goes on
+            pass
+
+    @staticmethod
+    def _metrics(trainer: Any) -> dict[str, float]:
+        metrics = {}
+        for name, value in trainer.callback_metrics.items():
+            number = _to_float(value)
+            if number is not None:
+                metrics[name] = number
+        return metrics
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        total = trainer.num_training_batches
+        self._send(trainer, {
+            "kind": "start", "max_epochs": trainer.max_epochs,
+            "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
+            "total_batches": total if isinstance(total, int) else None,
+            "world_size": trainer.world_size, "step": trainer.global_step,
+            "epoch": trainer.current_epoch})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_rank != 0:
+            return
+        self._samples += _batch_length(batch) * trainer.world_size
+        now = time.monotonic()
+        if now - self._last_sent < self.min_interval:
+            return
+        self._last_sent = now
+        self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
+                             "step": trainer.global_step, "batch": batch_idx,
+                             "samples": self._samples, "metrics": self._metrics(trainer)})
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._send(trainer, {"kind": "validation", "epoch": trainer.current_epoch,
+                                 "step": trainer.global_step, "metrics": self._metrics(trainer)})
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
+                             "step": trainer.global_step, "batch": None,
+                             "samples": self._samples, "metrics": self._metrics(trainer)})
+        self._send(trainer, {"kind": "end"})
+
+
+def _batch_length(batch: Any) -> int:
+    first = batch
+    while isinstance(first, (list, tuple)) and first:
+        first = first[0]
+    if isinstance(first, dict) and first:
+        first = next(iter(first.values()))
+    shape = getattr(first, "shape", None)
+    if shape:
+        return int(shape[0])
+    try:
+        return len(first)
+    except TypeError:
+        return 1

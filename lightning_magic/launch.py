@@ -181,7 +181,7 @@ def run(plan: Plan) -> TrainingRun:
                              "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""},
                 "on_started": lambda pids: published and published.update(rank_pids=pids)}
     handlers = [view.update] + ([_registry_handler(published)] if published else [])
-    pump = ProgressPump(control.progress_reader, handlers,
+    pump = ProgressPump(control.progress_reader, handlers, writer=control.progress_writer,
                         gpu_indices=resolved.devices if resolved.accelerator == "gpu" else ())
     view.start()
     pump.start()

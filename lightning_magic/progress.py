@@ -10,10 +10,16 @@ from typing import Any, Callable, Optional, Sequence
 Handler = Callable[[dict], None]
 
 
+STOP = {"kind": "_stop"}
+
+
 class ProgressPump:
-    def __init__(self, reader: Any, handlers: Sequence[Handler],
+    """``writer`` is the kernel's own copy of the pipe's sending end, used to wake the thread."""
+
+    def __init__(self, reader: Any, handlers: Sequence[Handler], writer: Any = None,
                  gpu_indices: Sequence[int] = (), gpu_interval: float = 1.0) -> None:
         self.reader = reader
+        self.writer = writer
         self.handlers = list(handlers)
         self.gpu_indices = list(gpu_indices)
         self.gpu_interval = gpu_interval
@@ -29,6 +35,11 @@ class ProgressPump:
     def stop(self) -> None:
         """Stop after handing over what is already in the pipe."""
         self._stop.set()
+        if self.writer is not None:
+            try:
+                self.writer.send(STOP)  # wakes the thread at once, behind the ranks' events
+            except (OSError, ValueError):
+                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._drain()
@@ -37,8 +48,11 @@ class ProgressPump:
         next_gpu = time.monotonic()
         while not self._stop.is_set():
             try:
-                if self.reader.poll(0.2):
-                    self._handle(self.reader.recv())
+                if self.reader.poll(self.gpu_interval if self.gpu_indices else None):
+                    event = self.reader.recv()
+                    if event == STOP:
+                        return
+                    self._handle(event)
             except (EOFError, OSError):
                 return
             if self.gpu_indices and time.monotonic() >= next_gpu:
@@ -50,12 +64,15 @@ class ProgressPump:
     def _drain(self) -> None:
         try:
             while self.reader.poll(0):
-                self._handle(self.reader.recv())
+                event = self.reader.recv()
+                if event != STOP:
+                    self._handle(event)
         except (EOFError, OSError):
             pass
 
     def _handle(self, event: dict) -> None:
-        self.events.append(event) if event.get("kind") != "gpu" else None
+        if event.get("kind") != "gpu":
+            self.events.append(event)
         for handler in self.handlers:
             try:
                 handler(event)

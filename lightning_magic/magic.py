@@ -63,7 +63,7 @@ class LightningMagics(Magics):
         resume_path = launch.check_resume(opts, cwd)
 
         found = self._run_cell_and_discover(cell, opts)
-        self._refuse_if_cuda_initialized(found)
+        self._refuse_if_cuda_initialized(cell)
         launch.check_before_fork(found)
         plan = launch.Plan(
             flags=opts, resolved=resolved, found=found,
@@ -108,24 +108,19 @@ class LightningMagics(Magics):
                          model=opts.model, data=opts.data, val_data=opts.val_data)
         return found
 
-    def _refuse_if_cuda_initialized(self, found: Any) -> None:
-        from .cuda_watch import cuda_initialized
+    def _refuse_if_cuda_initialized(self, cell: str) -> None:
+        from .cuda_watch import cuda_initialized, guess
 
         if not cuda_initialized():
             return
-        culprit = self.cuda_watch.culprit
-        where = ""
-        if culprit is not None:
-            where = f" It happened in cell [{culprit.cell}]: {culprit.reason}"
-            where += f" ({culprit.source_line})." if culprit.source_line else "."
-        try:
-            from .suggestions import Failure, explain
+        # an earlier cell, as the hooks recorded it, or else this very cell
+        culprit = self.cuda_watch.culprit or guess(cell, set(), self.shell.execution_count)
+        where = f" It happened in cell [{culprit.cell}]: {culprit.reason}"
+        where += f" ({culprit.source_line})." if culprit.source_line else "."
+        from .suggestions import Failure, explain
 
-            context = {"cuda_culprit": {"cell": culprit.cell, "reason": culprit.reason}} \
-                if culprit else {}
-            display(_Shown(explain(Failure(kind="cuda_initialized", context=context))))
-        except ImportError:
-            pass
+        context = {"cuda_culprit": {"cell": culprit.cell, "reason": culprit.reason}}
+        display(_Shown(explain(Failure(kind="cuda_initialized", context=context))))
         raise UsageError("CUDA is already initialized in this kernel, so forked training "
                          f"processes cannot use it.{where} Restart the kernel, and keep CUDA "
                          "work (.cuda(), torch.cuda.*) out of the notebook's own cells.")

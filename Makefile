@@ -12,6 +12,8 @@ PIP := $(PY) -m pip
 # torch is installed first and pinned, so that the package's own `torch>=2.1` is already met:
 # on a machine without a GPU this keeps pip from pulling gigabytes of CUDA wheels.
 TORCH ?= torch==2.13.0
+# extra pip arguments for that torch install, e.g. --index-url of PyTorch's CPU-only wheels
+TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -21,11 +23,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 install: $(PY)
-	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
 	$(PIP) install --quiet ".[demo]"
 
 install-test: $(PY) browser
-	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
 	$(PIP) install --quiet ".[test,demo]"
 
 demo: install

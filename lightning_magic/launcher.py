@@ -84,30 +84,39 @@ class NotebookLauncher(_MultiProcessingLauncher):
         return outcome.worker_output.trainer_results
 
     def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any) -> Outcome:
+        from lightning.fabric.strategies.launchers.multiprocessing import _check_bad_cuda_fork
+
+        _check_bad_cuda_fork()  # the last guard: nothing may have initialized CUDA by now
         ctx = mp.get_context("fork")
         results, errors = ctx.SimpleQueue(), ctx.SimpleQueue()
         port = free_port()
         self._strategy.cluster_environment._main_port = port
         saved_port = os.environ.get("MASTER_PORT")
         os.environ["MASTER_PORT"] = str(port)
+        self.control.beat_all()
         procs: list = []
         self.procs = []
         try:
-            for rank in range(self._strategy.num_processes):
-                proc = ctx.Process(target=self._rank_main, name=f"lightning-rank-{rank}",
-                                   args=(rank, trainer, function, args, kwargs, results, errors))
-                proc.start()
-                procs.append(proc)
-        finally:
-            if saved_port is None:
-                os.environ.pop("MASTER_PORT", None)
-            else:
-                os.environ["MASTER_PORT"] = saved_port
-        self.procs = procs
-        started = self.settings.get("on_started")
-        if started is not None:
-            started([p.pid for p in procs])
-        try:
+            try:
+                for rank in range(self._strategy.num_processes):
+                    proc = ctx.Process(target=self._rank_main, name=f"lightning-rank-{rank}",
+                                       args=(rank, trainer, function, args, kwargs, results,
+                                             errors))
+                    proc.start()
+                    procs.append(proc)
+            finally:
+                if saved_port is None:
+                    os.environ.pop("MASTER_PORT", None)
+                else:
+                    os.environ["MASTER_PORT"] = saved_port
+            # Only the ranks write to these: once they are all gone, a read ends (EOFError)
+            # instead of waiting for a message a killed rank never finished.
+            results._writer.close()
+            errors._writer.close()
+            self.procs = procs
+            started = self.settings.get("on_started")
+            if started is not None:
+                started([p.pid for p in procs])
             return self._supervise(procs, results, errors)
         finally:
             end_ranks(procs)
@@ -125,9 +134,11 @@ class NotebookLauncher(_MultiProcessingLauncher):
             try:
                 ready = wait(list(running) + [results._reader, errors._reader], timeout=0.5)
                 if errors._reader in ready:
-                    reported.append(RankError(**errors.get()))
+                    record = _read(errors)
+                    if record is not None:
+                        reported.append(RankError(**record))
                 if results._reader in ready:
-                    outcome.worker_output = results.get()
+                    outcome.worker_output = _read(results)
                     if outcome.worker_output is not None:
                         outcome.extra = outcome.worker_output.extra
                 for sentinel in [s for s in ready if s in running]:
@@ -158,7 +169,10 @@ class NotebookLauncher(_MultiProcessingLauncher):
                 self.control.request_stop()
                 stop_deadline = time.monotonic() + STOP_GRACE_S
         while errors._reader.poll():
-            reported.append(RankError(**errors.get()))
+            record = _read(errors)
+            if record is None:
+                break
+            reported.append(RankError(**record))
         if outcome.status == "interrupted":
             return outcome
         if reported or deaths:
@@ -282,4 +296,14 @@ def _score(value: Any) -> Optional[float]:
     try:
         return None if value is None else float(value)
     except (TypeError, ValueError):
+        return None
+
+
+def _read(queue: Any) -> Any:
+    """One message from a rank, or None when the ranks are gone (or one died mid-message)."""
+    try:
+        return queue.get()
+    except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError):
+        return None
+    except Exception:  # noqa: BLE001 - a truncated pickle raises UnpicklingError and others
         return None

@@ -42,6 +42,8 @@ class ProgressPump:
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                return  # never read the pipe from two threads
         self._drain()
 
     def _run(self) -> None:
@@ -53,7 +55,7 @@ class ProgressPump:
                     if event == STOP:
                         return
                     self._handle(event)
-            except (EOFError, OSError):
+            except Exception:  # noqa: BLE001 - a rank killed mid-message ends the view, not the run
                 return
             if self.gpu_indices and time.monotonic() >= next_gpu:
                 next_gpu = time.monotonic() + self.gpu_interval
@@ -67,7 +69,7 @@ class ProgressPump:
                 event = self.reader.recv()
                 if event != STOP:
                     self._handle(event)
-        except (EOFError, OSError):
+        except Exception:  # noqa: BLE001 - as above
             pass
 
     def _handle(self, event: dict) -> None:

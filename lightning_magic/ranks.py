@@ -52,6 +52,13 @@ class RunControl:
             self._stop_at.value = 0
             for rank in range(self.world_size):
                 self._batches[rank] = 0
+        self.beat_all()
+
+    def beat_all(self) -> None:
+        """Start every rank's stall clock now (before the ranks are started)."""
+        now = time.monotonic()
+        for rank in range(self.world_size):
+            self.heartbeat[rank] = now
 
     def batch_done(self, rank: int) -> bool:
         """Record one more finished training batch; True when this rank must stop now."""
@@ -95,6 +102,7 @@ def _tail(path: str, lines: int) -> str:
 def prepare_rank_process(rank: int, control: RunControl, env: dict[str, str]) -> None:
     """First thing a rank does after fork: die with the kernel, own its process group, stay quiet."""
     _die_with_parent()
+    control.beat(rank)
     os.setpgid(0, 0)  # the rank and its DataLoader workers form one group the kernel can kill
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel turns an interrupt into a stop request
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

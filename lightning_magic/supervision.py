@@ -94,18 +94,22 @@ def pick_stalled(stacks: dict[int, str], fallback: int) -> int:
 
 
 def end_ranks(procs: list) -> None:
-    """SIGTERM every rank's process group, SIGKILL what is left: nothing survives a run."""
-    for proc in procs:
-        if proc.is_alive():
-            signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + TERM_GRACE_S
-    alive = [p for p in procs if p.is_alive()]
-    while alive and time.monotonic() < deadline:
-        wait([p.sentinel for p in alive], timeout=deadline - time.monotonic())
+    """SIGTERM every rank's process group, SIGKILL what is left: nothing survives a run, even
+    when the user interrupts again while this waits."""
+    try:
+        for proc in procs:
+            if proc.is_alive():
+                signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + TERM_GRACE_S
         alive = [p for p in procs if p.is_alive()]
-    for proc in procs:
-        signal_group(proc.pid, signal.SIGKILL)  # also DataLoader workers left in the group
-        proc.join(timeout=TERM_GRACE_S)
+        while alive and time.monotonic() < deadline:
+            wait([p.sentinel for p in alive], timeout=deadline - time.monotonic())
+            alive = [p for p in procs if p.is_alive()]
+    finally:
+        for proc in procs:
+            signal_group(proc.pid, signal.SIGKILL)  # also DataLoader workers left in the group
+        for proc in procs:
+            proc.join(timeout=TERM_GRACE_S)
 
 
 def signal_group(pid: Optional[int], signum: int) -> None:

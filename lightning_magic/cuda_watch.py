@@ -52,6 +52,12 @@ class CudaWatch:
         self._source = ""
 
     def register(self) -> None:
+        # the cell running %load_ext: what was there before it is not that cell's doing
+        self._modules_before = set(sys.modules)
+        self._initialized_before = cuda_initialized()
+        if self._initialized_before:
+            self.culprit = Culprit(None, "code that ran before %load_ext lightning_magic "
+                                         "(the cell that did it is not known)")
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
 
@@ -67,6 +73,10 @@ class CudaWatch:
         self._modules_before = set(sys.modules)
         self._initialized_before = cuda_initialized()
         self._source = getattr(info, "raw_cell", "") or ""
+
+    def initialized_by_current_cell(self) -> bool:
+        """Whether CUDA got initialized while the cell now running ran (before its end)."""
+        return not self._initialized_before and cuda_initialized()
 
     def post_run_cell(self, result: Any) -> None:
         if self.culprit is not None or self._initialized_before or not cuda_initialized():

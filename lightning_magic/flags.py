@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keyword
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from IPython.core.error import UsageError
@@ -57,7 +57,6 @@ class TrainFlags:
     progress: str = "live"
     export: Optional[str] = None
     num_nodes: int = 1
-    notes: tuple[str, ...] = field(default=())
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """The Trainer arguments these flags set (device, strategy and precision excluded)."""
@@ -83,7 +82,8 @@ def declare(func: Callable) -> Callable:
                  help="'auto' (GPU when one is selected, else CPU), 'cpu' or 'gpu'."),
         argument("--precision", default="32", metavar="{32,16-mixed,bf16-mixed,16-true,bf16-true,64}",
                  help="Trainer precision, checked against the hardware before anything runs."),
-        argument("--strategy", default="auto", metavar="{auto,ddp_notebook}",
+        argument("--strategy", default="auto",
+                 metavar="{auto,ddp_notebook,ddp_notebook_find_unused_parameters_true}",
                  help="'auto' runs every training in forked processes (ddp_notebook for more than "
                       "one device). Strategies that need a script launch are refused."),
         argument("--model", metavar="NAME",
@@ -151,7 +151,6 @@ def parse(line: str, magic_func: Callable) -> TrainFlags:
 
 
 def from_namespace(raw: dict[str, Any]) -> TrainFlags:
-    notes: list[str] = []
     precision = _choice("--precision", str(raw["precision"]), PRECISIONS + tuple(PRECISION_ALIASES))
     if precision in PRECISION_ALIASES:
         precision = PRECISION_ALIASES[precision]
@@ -207,7 +206,7 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
         )
     if values["check"] and values["export"]:
         raise UsageError("--check and --export do not go together: use one of them.")
-    return TrainFlags(**values, notes=tuple(notes))
+    return TrainFlags(**values)
 
 
 # -- validators: each names the flag, the value given, and what is allowed ----------------------

@@ -93,21 +93,10 @@ def choose_ckpt_dir(flags: TrainFlags, resume_path: Optional[str], model: Any, c
 # -- before the fork ------------------------------------------------------------------------------
 
 def check_before_fork(found: Found) -> None:
-    """Refuse, with the fix, what would otherwise fail in every rank."""
-    _check_cuda_not_initialized()
+    """Refuse, with the fix, what would otherwise fail in every rank (CUDA initialized in the
+    kernel is refused by the magic, which knows the cells)."""
     _check_hooks(found.model)
     _check_training_data(found)
-
-
-def _check_cuda_not_initialized() -> None:
-    import torch
-
-    if torch.cuda.is_initialized():  # reads a flag; does not initialize CUDA
-        raise CudaInitialized()
-
-
-class CudaInitialized(Exception):
-    """CUDA was initialized in the kernel, so forked ranks cannot use it."""
 
 
 def _check_hooks(model: Any) -> None:

@@ -130,17 +130,23 @@ class NotebookLauncher(_MultiProcessingLauncher):
         settle_deadline: Optional[float] = None
         stop_deadline: Optional[float] = None
         running = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
+        closed: set = set()  # readers whose writers are all gone
         while running:
             try:
-                ready = wait(list(running) + [results._reader, errors._reader], timeout=0.5)
+                readers = [r for r in (results._reader, errors._reader) if r not in closed]
+                ready = wait(list(running) + readers, timeout=0.5)
                 if errors._reader in ready:
                     record = _read(errors)
-                    if record is not None:
+                    if record is None:
+                        closed.add(errors._reader)
+                    else:
                         reported.append(RankError(**record))
                 if results._reader in ready:
-                    outcome.worker_output = _read(results)
-                    if outcome.worker_output is not None:
-                        outcome.extra = outcome.worker_output.extra
+                    output = _read(results)
+                    if output is None:
+                        closed.add(results._reader)
+                    else:
+                        outcome.worker_output, outcome.extra = output, output.extra
                 for sentinel in [s for s in ready if s in running]:
                     rank, proc = running.pop(sentinel)
                     proc.join()
@@ -168,7 +174,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
                     break  # a second interrupt: end the ranks now
                 self.control.request_stop()
                 stop_deadline = time.monotonic() + STOP_GRACE_S
-        while errors._reader.poll():
+        while errors._reader not in closed and errors._reader.poll():
             record = _read(errors)
             if record is None:
                 break

@@ -63,13 +63,13 @@ class LightningMagics(Magics):
         resume_path = launch.check_resume(opts, cwd)
 
         found = self._run_cell_and_discover(cell, opts)
+        batch_size = train_batch_size(found)  # may run the user's train_dataloader()
         self._refuse_if_cuda_initialized(cell)
         launch.check_before_fork(found)
         plan = launch.Plan(
             flags=opts, resolved=resolved, found=found,
             ckpt_dir=launch.choose_ckpt_dir(opts, resume_path, found.model, cwd),
-            resume_path=resume_path, batch_size=train_batch_size(found),
-            kernel_id=_kernel_id())
+            resume_path=resume_path, batch_size=batch_size, kernel_id=_kernel_id())
         for note in launch.notes_before_training(plan):
             print(note)
         run = launch.run(plan)
@@ -114,12 +114,20 @@ class LightningMagics(Magics):
         if not cuda_initialized():
             return
         # an earlier cell, as the hooks recorded it, or else this very cell
-        culprit = self.cuda_watch.culprit or guess(cell, set(), self.shell.execution_count)
-        where = f" It happened in cell [{culprit.cell}]: {culprit.reason}"
-        where += f" ({culprit.source_line})." if culprit.source_line else "."
+        culprit = self.cuda_watch.culprit
+        if culprit is None and self.cuda_watch.initialized_by_current_cell():
+            culprit = guess(cell, set(), self.shell.execution_count)
+        if culprit is None:
+            where = ""
+        elif culprit.cell is None:
+            where = f" It happened in {culprit.reason}."
+        else:
+            where = f" It happened in cell [{culprit.cell}]: {culprit.reason}"
+            where += f" ({culprit.source_line})." if culprit.source_line else "."
         from .suggestions import Failure, explain
 
-        context = {"cuda_culprit": {"cell": culprit.cell, "reason": culprit.reason}}
+        context = {"cuda_culprit": {"cell": culprit.cell, "reason": culprit.reason}} \
+            if culprit is not None else {}
         display(_Shown(explain(Failure(kind="cuda_initialized", context=context))))
         raise UsageError("CUDA is already initialized in this kernel, so forked training "
                          f"processes cannot use it.{where} Restart the kernel, and keep CUDA "

@@ -50,3 +50,17 @@ def test_training_after_a_cuda_cell_is_refused_naming_that_cell(ip, gpu_availabl
                           "import lightning.pytorch as pl\nx = 1")
     message = str(info.value)
     assert f"cell [{cell}]" in message and ".cuda()" in message and "Restart the kernel" in message
+
+
+def test_the_load_ext_cell_is_not_blamed_for_modules_already_loaded(ip):
+    from IPython.core.interactiveshell import ExecutionResult
+
+    watch = CudaWatch(ip)
+    watch.register()
+    try:
+        # the %load_ext cell ends without a pre_run_cell of its own
+        watch.post_run_cell(ExecutionResult(None))
+        assert watch.culprit is None and watch._modules_before
+        assert not watch.initialized_by_current_cell()
+    finally:
+        watch.unregister()

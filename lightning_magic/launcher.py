@@ -84,7 +84,9 @@ class NotebookLauncher(_MultiProcessingLauncher):
         return outcome.worker_output.trainer_results
 
     def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any) -> Outcome:
-        from lightning.fabric.strategies.launchers.multiprocessing import _check_bad_cuda_fork
+        from lightning.fabric.strategies.launchers.multiprocessing import (
+            _check_bad_cuda_fork,
+        )
 
         _check_bad_cuda_fork()  # the last guard: nothing may have initialized CUDA by now
         ctx = mp.get_context("fork")

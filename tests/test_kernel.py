@@ -64,23 +64,6 @@ def kernel(tmp_path, monkeypatch):
             km.shutdown_kernel(now=True)
 
 
-def run(kc, code, timeout=120):
-    """Execute code; return (reply content, text printed)."""
-    out: list[str] = []
-
-    def collect(msg):
-        content = msg["content"]
-        if msg["msg_type"] == "stream":
-            out.append(content["text"])
-        elif msg["msg_type"] in ("execute_result", "display_data"):
-            out.append(content["data"].get("text/plain", ""))
-        elif msg["msg_type"] == "error":
-            out.append("\n".join(content["traceback"]))
-
-    reply = kc.execute_interactive(code, timeout=timeout, output_hook=collect)
-    return reply["content"], "".join(out)
-
-
 def start_training_and_wait(kc, tmp_path, line):
     """Start a training cell, and return once rank 0 has trained three steps."""
     fifo = tmp_path / "training.fifo"
@@ -94,51 +77,75 @@ def start_training_and_wait(kc, tmp_path, line):
     return msg_id
 
 
-def reply_to(kc, msg_id, timeout=60):
-    while True:
-        reply = kc.get_shell_msg(timeout=timeout)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            return reply["content"]
-
-
 def rank_processes(km) -> list[psutil.Process]:
     kernel = psutil.Process(km.provisioner.process.pid)
     return [p for p in kernel.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_interrupt_stops_ranks_checkpoints_and_resume_continues(kernel, tmp_path):
-    km, kc = kernel
-    ckpt = tmp_path / "ckpt"
-    msg_id = start_training_and_wait(
-        kc, tmp_path, f"%%lightning_train --accelerator cpu --devices 2 --max-epochs 1000 "
-                      f"--ckpt-dir {ckpt}")
-    ranks = rank_processes(km)
-    assert len(ranks) >= 2
-    km.interrupt_kernel()  # SIGINT to the kernel's process group, as JupyterLab's stop button
-    content = reply_to(kc, msg_id)
-    assert content["status"] == "error" and content["ename"] == "TrainingFailed"
-    gone, alive = psutil.wait_procs(ranks, timeout=5)
-    assert not alive, "a rank was still running 5 s after the interrupt"
+def test_interrupt_in_a_notebook_stops_ranks_and_resume_continues(tmp_path, monkeypatch):
+    """nbclient runs a notebook; the kernel manager interrupts its training cell, as the stop
+    button does (SIGINT to the kernel's process group)."""
+    import nbformat
+    from nbclient import NotebookClient
 
-    content, text = run(kc, "print(lightning_run.status, lightning_run.global_step, "
-                            "lightning_run.report.key)")
-    assert content["status"] == "ok", text
-    status, step, key = text.split()
+    package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    fifo, ckpt = tmp_path / "training.fifo", tmp_path / "ckpt"
+    os.mkfifo(fifo)
+    cell = nbformat.v4.new_code_cell
+    notebook = nbformat.v4.new_notebook(cells=[
+        cell(SETUP),
+        cell(f"%%lightning_train --accelerator cpu --devices 2 --max-epochs 1000 --ckpt-dir {ckpt}\n"
+             f"model = Endless({str(fifo)!r})\ntrain_loader = loader",
+             metadata={"tags": ["raises-exception"]}),
+        cell("print(lightning_run.status, lightning_run.global_step, lightning_run.report.key)"),
+        cell(f"%%lightning_train --accelerator cpu --devices 2 --ckpt-dir {ckpt} --resume last "
+             "--max-steps {lightning_run.global_step + 4}\nmodel = Endless()\ntrain_loader = loader"),
+        cell("print(lightning_run.status, lightning_run.global_step, "
+             "min(r['step'] for r in lightning_run.history))"),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    failures = []
+
+    def execute():
+        try:
+            client.execute()
+        except Exception as error:  # noqa: BLE001 - reported by the assertions below
+            failures.append(error)
+
+    runner = threading.Thread(target=execute, daemon=True)
+    runner.start()
+    reader = {}
+    waiting = threading.Thread(target=lambda: reader.update(text=fifo.read_text()), daemon=True)
+    waiting.start()
+    waiting.join(timeout=180)
+    assert reader.get("text") == "training\n", "the training cell never started training"
+    kernel = psutil.Process(client.km.provisioner.process.pid)
+    ranks = [p for p in kernel.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    assert len(ranks) >= 2
+    import asyncio
+
+    asyncio.run(client.km.interrupt_kernel())  # nbclient's kernel manager is the async one
+    gone, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, "a rank outlived the interrupt"
+    runner.join(timeout=300)
+    assert not runner.is_alive() and not failures, failures
+
+    training = notebook.cells[1]
+    errors = [o for o in training.outputs if o["output_type"] == "error"]
+    assert [e["ename"] for e in errors] == ["TrainingFailed"]
+    assert "Traceback" not in "".join(errors[0]["traceback"])  # the report, not rank tracebacks
+    status, step, key = "".join(o.get("text", "") for o in notebook.cells[2].outputs).split()
     assert (status, key) == ("interrupted", "interrupted") and int(step) >= 3
     assert (ckpt / "last.ckpt").is_file()
-    assert not rank_processes(km)
-
-    content, text = run(kc, f"%%lightning_train --accelerator cpu --devices 2 --max-steps "
-                            f"{int(step) + 4} --ckpt-dir {ckpt} --resume last\n"
-                            "model = Endless()\ntrain_loader = loader\n")
-    assert content["status"] == "ok", text
-    content, text = run(kc, "print(lightning_run.status, lightning_run.global_step, "
-                            "min(r['step'] for r in lightning_run.history))")
-    assert content["status"] == "ok", text
-    status, final_step, first_step = text.split()
-    assert status == "finished" and int(final_step) == int(step) + 4
-    assert int(first_step) > int(step), "training resumed from the interrupt's checkpoint"
-    assert not rank_processes(km)
+    final, final_step, first_step = "".join(
+        o.get("text", "") for o in notebook.cells[4].outputs).split()
+    assert final == "finished" and int(final_step) == int(step) + 4
+    assert int(first_step) == int(step) + 1, "training went on from the interrupt's checkpoint"
 
 
 def test_ranks_die_with_the_kernel(kernel, tmp_path):

@@ -177,14 +177,21 @@ def run(plan: Plan) -> TrainingRun:
     started = time.perf_counter()
     try:
         trainer, outcome, kernel_warnings = _fit(plan, control, settings)
+    except BaseException:
+        view.close()
+        raise
     finally:
         pump.stop()
-        view.close()
         if published is not None:
             published.remove()
         shutil.rmtree(stack_dir, ignore_errors=True)
     elapsed = time.perf_counter() - started
-    return _training_run(plan, trainer, outcome, elapsed, kernel_warnings)
+    result = _training_run(plan, trainer, outcome, elapsed, kernel_warnings)
+    if result.ok:
+        view.close()  # the cell's value, the run's summary, takes its place
+    else:
+        view.finish(result)  # the view becomes the summary (charts included); the report follows
+    return result
 
 
 def _publish(plan: Plan, run_id: str) -> Any:

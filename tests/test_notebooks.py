@@ -116,12 +116,28 @@ def training_notebook(max_steps: int) -> nbformat.NotebookNode:
     return notebook
 
 
+class RecordingClient(NotebookClient):
+    """nbclient, keeping every message the kernel sent (to see displays updated in place)."""
+
+    def process_message(self, msg, cell, cell_index):
+        self.resources.setdefault("messages", []).append(msg)
+        return super().process_message(msg, cell, cell_index)
+
+
 def test_live_view_leaves_a_summary_with_charts_and_bounded_output(kernel_env, tmp_path):
     sizes = []
     for steps in (320, 3200):  # 40 and 400 epochs of 8 steps
         notebook = training_notebook(steps)
-        NotebookClient(notebook, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+        client = RecordingClient(notebook, timeout=300, kernel_name="python3",
+                                 resources={"metadata": {"path": str(tmp_path)}})
+        client.execute()
+        views = [m["content"] for m in client.resources["messages"]
+                 if m["msg_type"] in ("display_data", "update_display_data")
+                 and "transient" in m["content"]]
+        live = [v["data"].get("text/html", "") for v in views]
+        assert len({v["transient"]["display_id"] for v in views}) == 1  # one view, in place
+        assert any("<svg" in html and "train_loss" in html and "epoch" in html for html in live)
+        assert len(live) < steps / 2  # throttled: far fewer renders than steps
         training = notebook.cells[-1]
         streams = "".join(o["text"] for o in training.outputs if o["output_type"] == "stream")
         assert len(streams.splitlines()) <= 5, streams  # the notes, not per-step progress lines

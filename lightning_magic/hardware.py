@@ -115,6 +115,37 @@ def resolve(devices: str, accelerator: str, strategy: str, precision: str,
                     notes=tuple(notes), gpus=tuple(selected_gpus))
 
 
+def resolve_for_export(devices: str, accelerator: str, precision: str,
+                       gpus: Sequence[Gpu]) -> tuple[str, int]:
+    """(accelerator, processes per node) for a job that runs on other machines: GPUs named in
+    --devices need not exist here (a login node often has none)."""
+    text = devices.strip().lower().replace(" ", "")
+    entries = [e for e in text.split(",") if e]
+    gpu_entries = [e for e in entries if e != "cpu"]
+    if accelerator == "cpu" or text == "cpu":
+        count = int(text) if _is_int(text) and int(text) > 0 else 1
+        chosen = "cpu"
+    elif len(entries) > 1 or any(e.startswith(("gpu:", "cuda:")) for e in entries):
+        if accelerator == "cpu":
+            raise UsageError(f"--devices {devices} names GPUs, but --accelerator is cpu.")
+        chosen, count = "gpu", len(gpu_entries)
+    elif _is_int(text) and int(text) > 0:
+        chosen = "gpu" if accelerator == "gpu" or (accelerator == "auto" and gpus) else "cpu"
+        count = int(text)
+    elif text in ("auto", "-1") and (gpus and accelerator != "cpu"):
+        chosen, count = "gpu", len(gpus)
+    elif text in ("auto", "-1") and accelerator != "gpu":
+        chosen, count = "cpu", 1
+    else:
+        raise UsageError(f"--devices {devices} with --export: this machine has no GPU to count, "
+                         "so say how many each node of the cluster uses, for example "
+                         "--accelerator gpu --devices 4.")
+    if count < 1:
+        raise UsageError(f"--devices {devices!r} selects nothing for the exported job.")
+    _check_precision(precision, chosen, [])
+    return chosen, count
+
+
 def _gpu_list(gpus: Sequence[Gpu]) -> str:
     return "; ".join(g.describe() for g in gpus) if gpus else "none"
 

@@ -55,10 +55,12 @@ class LightningMagics(Magics):
 
         opts = flag_parser.parse(line, self.lightning_train)
         gpus, no_gpu_reason = hardware.detect_gpus()
+        if opts.export is not None:  # for other machines: their GPUs, not this one's
+            accelerator, count = hardware.resolve_for_export(opts.devices, opts.accelerator,
+                                                             opts.precision, gpus)
+            return self._export(opts, accelerator, count, cell)
         resolved = hardware.resolve(opts.devices, opts.accelerator, opts.strategy,
                                     opts.precision, gpus, no_gpu_reason)
-        if opts.export is not None:
-            return self._export(opts, resolved, cell)
         cwd = os.getcwd()
         resume_path = launch.check_resume(opts, cwd)
 
@@ -133,16 +135,16 @@ class LightningMagics(Magics):
                          f"processes cannot use it.{where} Restart the kernel, and keep CUDA "
                          "work (.cuda(), torch.cuda.*) out of the notebook's own cells.")
 
-    def _export(self, opts: Any, resolved: Any, cell: str) -> Any:
+    def _export(self, opts: Any, accelerator: str, count: int, cell: str) -> Any:
         from .export import export_cell
 
-        kwargs = dict(opts.trainer_kwargs(), accelerator=resolved.accelerator,
-                      devices=resolved.num_processes, precision=resolved.precision)
+        kwargs = dict(opts.trainer_kwargs(), accelerator=accelerator, devices=count,
+                      precision=opts.precision)
         if opts.ckpt_dir:
             kwargs["default_root_dir"] = opts.ckpt_dir
         return export_cell(
             self.shell, cell, opts.export, num_nodes=opts.num_nodes,
-            devices_per_node=resolved.num_processes, accelerator=resolved.accelerator,
+            devices_per_node=count, accelerator=accelerator,
             trainer_kwargs=kwargs, seed=opts.seed, ckpt_dir=opts.ckpt_dir,
             model_name=opts.model, data_name=opts.data, val_data_name=opts.val_data,
             resume=opts.resume)

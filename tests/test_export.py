@@ -583,6 +583,37 @@ def test_magic_exports_instead_of_training(shell, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("flags", "expected"), [
+    # a login node without GPUs exports a job for GPU nodes
+    ("--accelerator gpu --devices 4 --num-nodes 2 --precision bf16-mixed",
+     {"nodes": "2", "ntasks-per-node": "4", "gres": "gpu:4"}),
+    ("--devices gpu:0,gpu:1,gpu:2 --num-nodes 3",
+     {"nodes": "3", "ntasks-per-node": "3", "gres": "gpu:3"}),
+    ("--accelerator cpu --devices 2", {"nodes": "1", "ntasks-per-node": "2"}),
+])
+def test_magic_exports_gpu_jobs_from_a_machine_without_gpus(shell, tmp_path, flags, expected):
+    run_cells(shell, IMPORTS, MODEL, DATA)
+    result = shell.run_cell(f"%%lightning_train --export job/train.py {flags}\n" + TRAIN_CELL,
+                            store_history=True)
+    assert result.success, result.error_in_exec
+    directives = sbatch_directives(tmp_path / "job" / "train.sbatch")
+    assert {k: directives.get(k) for k in expected} == expected
+    if "gres" not in expected:
+        assert "gres" not in directives
+    script = (tmp_path / "job" / "train.py").read_text()
+    assert ('"gpu"' in script) == ("gres" in expected)
+
+
+def test_magic_export_without_a_gpu_count_says_what_to_give(shell):
+    from lightning_magic.readings import list_gpus
+
+    if list_gpus():
+        pytest.skip("this machine has GPUs to count")
+    with pytest.raises(UsageError, match="--accelerator gpu --devices 4"):
+        shell.run_cell_magic("lightning_train", "--export job/x.py --accelerator gpu", "x = 1")
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_scale_out_notebook_executes(shell, tmp_path, monkeypatch):
     import nbformat

@@ -81,11 +81,18 @@ class ProcessLabeler:
         self._cache: dict[int, tuple[float, dict]] = {}
 
     def label(self, memory_by_pid: dict[int, int | None]) -> list[dict]:
-        """``[{"pid", "memory_used", "user", ..., "role"}]`` sorted by pid."""
-        return [
-            {"pid": pid, "memory_used": memory, **self.describe(pid)}
-            for pid, memory in sorted(memory_by_pid.items())
-        ]
+        """``[{"pid", "memory_used", "user", ..., "role"}]`` sorted by pid. Ranks of an active
+        ``%%lightning_train`` run get their kernel, run and rank from the run its kernel
+        published (a forked rank's own environment cannot be read from outside)."""
+        ranks = _published_ranks() if memory_by_pid else {}
+        described = []
+        for pid, memory in sorted(memory_by_pid.items()):
+            description = {"pid": pid, "memory_used": memory, **self.describe(pid)}
+            if pid in ranks:
+                description.update({k: v for k, v in ranks[pid].items() if v is not None},
+                                   role="rank")
+            described.append(description)
+        return described
 
     def describe(self, pid: int) -> dict:
         try:
@@ -132,3 +139,12 @@ class ProcessLabeler:
         description.update(name=name, command=command, kernel_id=kernel_id, rank=rank,
                            run_id=environ.get(RUN_ID_VAR), role=role)
         return description
+
+
+def _published_ranks() -> dict[int, dict]:
+    try:
+        from .run_registry import rank_labels
+
+        return rank_labels()
+    except Exception:  # noqa: BLE001 - labels are a courtesy; readings must go on
+        return {}

@@ -486,3 +486,28 @@ def test_reading_gpus_does_not_put_this_process_on_a_gpu(real_nvml):
     on_gpus = [p["pid"] for gpu in readings.snapshot()["gpus"] for p in gpu["processes"]]
 
     assert me not in on_gpus
+
+
+def test_ranks_of_a_published_run_are_labelled(fake_nvml, tmp_path, monkeypatch):
+    """A forked rank's environment cannot be read from outside; the run its kernel published
+    (run_registry) says which pid is which rank."""
+    from lightning_magic.run_registry import PublishedRun
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    rank_child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                  stdin=subprocess.PIPE)
+    try:
+        fake_nvml.gpus[0].processes = [(rank_child.pid, 3 * GIB)]
+        with PublishedRun({"run_id": "r1", "kernel_id": "k-1", "rank_pids": [os.getpid(),
+                                                                             rank_child.pid],
+                           "devices": [0, 1], "accelerator": "gpu", "started": 0.0,
+                           "model": "Net", "epoch": 0, "step": 0, "metrics": {},
+                           "status": "running"}, str(tmp_path)):
+            [process] = readings.snapshot()["gpus"][0]["processes"]
+        assert (process["rank"], process["run_id"], process["kernel_id"], process["role"]) == \
+            (1, "r1", "k-1", "rank")
+        [process] = readings.snapshot()["gpus"][0]["processes"]  # the run has ended
+        assert process["role"] != "rank"
+    finally:
+        rank_child.stdin.close()
+        rank_child.wait()

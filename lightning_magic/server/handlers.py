@@ -43,6 +43,7 @@ class GpuStatusEndpoint:
     async def runs(self) -> list[dict]:
         """The active ``%%lightning_train`` runs, read off the event loop, at most once a second."""
         if time.monotonic() - self._runs_at > RUNS_TTL_S:
+            self._runs_at = time.monotonic()  # concurrent requests reuse the list meanwhile
             loop = asyncio.get_running_loop()
             try:
                 self._runs = await loop.run_in_executor(None, list_runs)
@@ -83,10 +84,14 @@ def _with_ranks(gpus: list[dict], runs: list[dict]) -> list[dict]:
     ranks = {}
     for run in runs:
         pids = run.get("rank_pids") or []
-        items = pids.items() if isinstance(pids, dict) else enumerate(pids)
+        items = pids.items() if isinstance(pids, dict) else enumerate(pids) \
+            if isinstance(pids, list) else ()
         for rank, pid in items:
-            ranks[int(pid)] = {"kernel_id": run.get("kernel_id"), "run_id": run.get("run_id"),
-                               "rank": int(rank), "role": "rank"}
+            try:
+                ranks[int(pid)] = {"kernel_id": run.get("kernel_id"), "run_id": run.get("run_id"),
+                                   "rank": int(rank), "role": "rank"}
+            except (TypeError, ValueError):  # a damaged run file labels nothing
+                continue
     if not ranks:
         return gpus
     return [

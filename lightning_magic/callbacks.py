@@ -4,6 +4,7 @@ kernel, the heartbeat and stop protocol of ``RunControl``, and the non-finite-lo
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Optional
 
@@ -96,12 +97,26 @@ class RunSupervisor(Callback):
             if self.check and loss is not None:
                 self.check_results["loss"] = loss
         if self.control.batch_done(trainer.global_rank):
-            trainer.save_checkpoint(self.stop_checkpoint)
+            self._save_stop_checkpoint(trainer)
             self.stopped = True
             raise StopRequested(f"stopped at step {trainer.global_step}")
 
+    def _save_stop_checkpoint(self, trainer: Any) -> None:
+        """Every rank takes part (the strategy may gather state); rank 0 writes. The file only
+        replaces the previous last.ckpt once complete, so a kill mid-save never leaves a
+        truncated checkpoint for --resume last."""
+        partial = f"{self.stop_checkpoint}.partial"
+        trainer.save_checkpoint(partial)
+        if trainer.global_rank == 0 and os.path.exists(partial):
+            os.replace(partial, self.stop_checkpoint)
+
     def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
+        # A stop during validation (or the sanity check) is taken at the same validation batch
+        # by every rank; no checkpoint is written in the middle of a validation loop.
+        if self.control.batch_done(trainer.global_rank):
+            self.stopped = True
+            raise StopRequested(f"stopped during validation at step {trainer.global_step}")
 
     def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)

@@ -231,37 +231,41 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
     previous_levels = ranks.quiet_lightning_logs()
     try:
+        # Lightning's kernel-side warnings come from building the Trainer: keep them for the
+        # run (once each) instead of the cell; the run itself is not wrapped, so warnings of
+        # other threads in the kernel are left alone while it trains.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             strategy = launcher.NotebookDDPStrategy(
                 control, settings, find_unused_parameters=resolved.strategy.endswith("_true"))
             trainer_kwargs = flags.trainer_kwargs()
-            callbacks = [callbacks.HistoryRecorder(), callbacks.ProgressReporter(control),
-                         callbacks.RunSupervisor(control, os.path.join(plan.ckpt_dir, "last.ckpt"),
-                                             check=flags.check)]
+            run_callbacks = [callbacks.HistoryRecorder(), callbacks.ProgressReporter(control),
+                             callbacks.RunSupervisor(control,
+                                                     os.path.join(plan.ckpt_dir, "last.ckpt"),
+                                                     check=flags.check)]
             if flags.check:
                 trainer_kwargs.update(fast_dev_run=1, enable_checkpointing=False)
             else:
-                callbacks.append(ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True))
+                run_callbacks.append(ModelCheckpoint(dirpath=plan.ckpt_dir, save_last=True))
             trainer = Trainer(
                 accelerator=resolved.accelerator, devices=resolved.trainer_devices(),
-                strategy=strategy, precision=resolved.precision, callbacks=callbacks,
+                strategy=strategy, precision=resolved.precision, callbacks=run_callbacks,
                 default_root_dir=plan.ckpt_dir,
                 logger=False if flags.check else CSVLogger(plan.ckpt_dir, name="logs"),
                 enable_progress_bar=flags.progress == "bar", enable_model_summary=False,
                 **trainer_kwargs)
-            try:
-                trainer.fit(found.model, train_dataloaders=found.train,
-                            val_dataloaders=found.val if found.datamodule is None else None,
-                            datamodule=found.datamodule, ckpt_path=plan.resume_path)
-                outcome = strategy.launcher.outcome
-            except launcher.RanksFailed as failed:
-                outcome = failed.outcome
-            outcome.output_tails = {rank: control.output_tail(rank)
-                                    for rank in range(1, resolved.num_processes)}
-            outcome.crash_stacks = {rank: control.crash_stack(rank)
-                                    for rank in range(resolved.num_processes)}
-            kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+        kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+        try:
+            trainer.fit(found.model, train_dataloaders=found.train,
+                        val_dataloaders=found.val if found.datamodule is None else None,
+                        datamodule=found.datamodule, ckpt_path=plan.resume_path)
+            outcome = strategy.launcher.outcome
+        except launcher.RanksFailed as failed:
+            outcome = failed.outcome
+        outcome.output_tails = {rank: control.output_tail(rank)
+                                for rank in range(1, resolved.num_processes)}
+        outcome.crash_stacks = {rank: control.crash_stack(rank)
+                                for rank in range(resolved.num_processes)}
     finally:
         ranks.restore_logs(previous_levels)
     return trainer, outcome, kernel_warnings

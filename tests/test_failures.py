@@ -281,3 +281,23 @@ def test_check_reports_what_failed(shell):
                          line="%%lightning_train --accelerator cpu --devices 2 --check",
                          extra_cell="")
     assert run.status == "failed" and "broken forward" in run.report.what_happened
+
+
+def test_interrupt_during_validation_stops_every_rank(shell, tmp_path):
+    with capture_output():
+        result = shell.run_cell(
+            f"%%lightning_train --accelerator cpu --devices 2 --max-epochs 3 "
+            f"--ckpt-dir {tmp_path / 'ckpt'}\n"
+            "class Validating(Model):\n"
+            "    def validation_step(self, batch, batch_idx):\n"
+            "        if self.global_rank == 0 and batch_idx == 1 and not self.trainer.sanity_checking:\n"
+            "            os.kill(os.getppid(), signal.SIGINT)\n"
+            "        x, y = batch\n"
+            "        return torch.nn.functional.mse_loss(self.layer(x), y)\n"
+            "model = Validating()\ntrain_loader = loader\nval_loader = DataLoader(dataset, batch_size=4)")
+    assert isinstance(result.error_in_exec, TrainingFailed)
+    run = shell.user_ns["lightning_run"]
+    assert run.status == "interrupted" and run.report.key == "interrupted"
+    assert run.epochs == 0  # stopped in the first validation, not after the 5 s grace
+    assert not live_children()
+    next_run_works(shell)

@@ -83,6 +83,7 @@ def generic(c: Clues) -> Report:
 def _bare(failure: Failure) -> Report:
     rank = f" on rank {failure.rank}" if isinstance(failure.rank, int) else ""
     what = f"Training failed{rank}: {failure.exc_type or failure.kind}: {failure.message or ''}".rstrip(": ")
+    out = (failure.context or {}).get("out") if isinstance(failure.context, dict) else None
     return Report("generic", f"Training failed{rank}", what,
-                  ["The full traceback of the rank is in `lightning_run.traceback`."],
+                  [f"The full traceback of the rank is in `{out or 'lightning_run'}.traceback`."],
                   failure.traceback if isinstance(failure.traceback, str) else None)

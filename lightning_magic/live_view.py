@@ -235,13 +235,19 @@ class LiveView:
                     self._timer.daemon = True
                     self._timer.start()
 
+    def _end(self) -> bool:
+        """Stop drawing; False when the view had already ended. Call under the lock."""
+        if self._finished:
+            return False
+        self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
+
     def finish(self, run: Any) -> None:
         with self._lock:
-            if self._finished:
+            if not self._end():
                 return
-            self._finished = True
-            if self._timer is not None:
-                self._timer.cancel()
             kind = self._frontend or frontend()
             if kind == "text":
                 if self.mode == "live" and self._shown:
@@ -258,12 +264,7 @@ class LiveView:
     def close(self) -> None:
         """End the view and leave nothing of it: the cell's value (the run's summary) follows."""
         with self._lock:
-            if self._finished:
-                return
-            self._finished = True
-            if self._timer is not None:
-                self._timer.cancel()
-            if not self._shown:
+            if not self._end() or not self._shown:
                 return
             if self._frontend == "text":
                 self._write_line(end="\n")

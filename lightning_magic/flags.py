@@ -37,6 +37,7 @@ class TrainFlags:
     max_epochs: Optional[int] = None
     min_epochs: Optional[int] = None
     max_steps: int = -1
+    max_time: Optional[str] = None  # Lightning's "DD:HH:MM:SS"
     min_steps: Optional[int] = None
     limit_train_batches: Optional[Number] = None
     limit_val_batches: Optional[Number] = None
@@ -61,7 +62,8 @@ class TrainFlags:
     def trainer_kwargs(self) -> dict[str, Any]:
         """The Trainer arguments these flags set (device, strategy and precision excluded)."""
         names = (
-            "max_epochs", "min_epochs", "max_steps", "min_steps", "limit_train_batches",
+            "max_epochs", "min_epochs", "max_steps", "max_time", "min_steps",
+            "limit_train_batches",
             "limit_val_batches", "val_check_interval", "check_val_every_n_epoch",
             "num_sanity_val_steps", "gradient_clip_val", "accumulate_grad_batches",
             "deterministic", "benchmark", "fast_dev_run",
@@ -95,6 +97,9 @@ def declare(func: Callable) -> Callable:
         argument("--min-epochs", metavar="N", help="Train at least N epochs."),
         argument("--max-steps", metavar="N", help="Stop after N optimizer steps (-1: no limit)."),
         argument("--min-steps", metavar="N", help="Train at least N steps."),
+        argument("--max-time", metavar="DD:HH:MM:SS",
+                 help="Stop training (with a checkpoint) after this long: DD:HH:MM:SS, "
+                      "HH:MM:SS, or seconds."),
         argument("--limit-train-batches", metavar="N|F",
                  help="Batches per epoch: a count (10) or a fraction (0.25)."),
         argument("--limit-val-batches", metavar="N|F",
@@ -169,6 +174,7 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
         min_epochs=_integer("--min-epochs", raw["min_epochs"], minimum=0),
         max_steps=_integer("--max-steps", raw["max_steps"], minimum=-1, default=-1),
         min_steps=_integer("--min-steps", raw["min_steps"], minimum=0),
+        max_time=_duration("--max-time", raw["max_time"]),
         limit_train_batches=_count_or_fraction("--limit-train-batches", raw["limit_train_batches"]),
         limit_val_batches=_count_or_fraction("--limit-val-batches", raw["limit_val_batches"]),
         val_check_interval=_count_or_fraction("--val-check-interval", raw["val_check_interval"],
@@ -282,6 +288,35 @@ def _count_or_fraction(flag: str, value: Optional[str], *, allow_zero: bool = Tr
         f"{flag} {value!r} must be a whole number of batches (for example 10) "
         "or a fraction of the epoch between 0 and 1 (for example 0.25)."
     )
+
+
+def _duration(flag: str, value: Optional[str]) -> Optional[str]:
+    """'90' (seconds), '01:30:00' or '00:01:30:00' -> Lightning's 'DD:HH:MM:SS'."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    parts = text.split(":")
+    try:
+        if len(parts) == 1:
+            total = float(parts[0])
+        elif len(parts) in (3, 4):
+            numbers = [int(p) for p in parts]
+            if any(n < 0 for n in numbers):
+                raise ValueError
+            days, hours, minutes, seconds = ([0] * (4 - len(numbers))) + numbers
+            total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+        else:
+            raise ValueError
+    except ValueError:
+        total = float("nan")
+    if not math.isfinite(total) or total <= 0:
+        raise UsageError(f"{flag} {value!r} is not a duration: give seconds (3600), HH:MM:SS "
+                         "(01:00:00) or DD:HH:MM:SS (00:01:00:00).")
+    seconds = int(math.ceil(total))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
 
 
 def _fast_dev_run(value: Optional[str]) -> Union[bool, int]:

@@ -37,6 +37,20 @@ def test_trainer_flags_map_to_trainer_arguments():
     assert isinstance(opts.limit_val_batches, float)
 
 
+@pytest.mark.parametrize("given, expected", [
+    ("90", "00:00:01:30"), ("01:30:00", "00:01:30:00"), ("2:00:00:00", "02:00:00:00"),
+    ("0.5", "00:00:00:01"),
+])
+def test_max_time_becomes_lightnings_format(given, expected):
+    assert parse(f"--max-time {given}").trainer_kwargs() == {"max_time": expected}
+
+
+@pytest.mark.parametrize("given", ["0", "-5", "1:2", "soon", "01:-1:00"])
+def test_max_time_rejections(given):
+    with pytest.raises(UsageError, match="--max-time"):
+        parse(f"--max-time {given}")
+
+
 def test_fast_dev_run_without_value_is_true():
     assert parse("--fast-dev-run").fast_dev_run is True
 
@@ -95,7 +109,8 @@ def test_rejections_name_flag_and_value(line, words):
 def test_help_is_generated_from_the_declarations(ip):
     doc = ip.find_cell_magic("lightning_train").__doc__
     for flag in ("--devices", "--accelerator", "--precision", "--strategy", "--max-epochs",
-                 "--min-epochs", "--max-steps", "--min-steps", "--limit-train-batches",
+                 "--min-epochs", "--max-steps", "--min-steps", "--max-time",
+                 "--limit-train-batches",
                  "--limit-val-batches", "--val-check-interval", "--check-val-every-n-epoch",
                  "--num-sanity-val-steps", "--gradient-clip-val", "--accumulate-grad-batches",
                  "--deterministic", "--benchmark", "--fast-dev-run", "--seed", "--ckpt-dir",

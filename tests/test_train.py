@@ -240,3 +240,11 @@ def test_gpu_readings_for_the_live_view_come_from_nvml(fake_nvml):
     assert [(r["rank"], r["index"]) for r in event["ranks"]] == [(0, 1), (1, 0)]
     assert event["ranks"][1]["utilization"] == 87
     assert event["ranks"][1]["memory_total"] == 80 * 2**30
+
+
+def test_max_time_ends_training_with_a_checkpoint(shell):
+    result, _ = train(shell, "--accelerator cpu --devices 2 --max-epochs 100000 --max-time 2",
+                      "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)")
+    run = result.result
+    assert run.status == "finished" and run.epochs < 100000
+    assert os.path.isfile(run.last_model_path)

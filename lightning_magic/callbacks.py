@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from lightning.pytorch.callbacks import Callback
 
@@ -21,12 +21,15 @@ class StopRequested(Exception):
     """Raised in every rank at the same step when the kernel asked the run to stop."""
 
 
-def _to_float(value: Any) -> Optional[float]:
-    try:
-        number = float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return number
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The logged metrics that are single numbers (tensors or not), as Python floats."""
+    scalars = {}
+    for name, value in metrics.items():
+        try:
+            scalars[name] = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return scalars
 
 
 class HistoryRecorder(Callback):
@@ -38,10 +41,7 @@ class HistoryRecorder(Callback):
 
     def _record(self, trainer: Any, stage: str) -> None:
         changed = {}
-        for name, value in trainer.callback_metrics.items():
-            number = _to_float(value)
-            if number is None:
-                continue
+        for name, number in scalar_metrics(trainer.callback_metrics).items():
             previous = self._last.get(name)
             if previous is None or not (number == previous or (math.isnan(number) and math.isnan(previous))):
                 changed[name] = number
@@ -74,7 +74,6 @@ class RunSupervisor(Callback):
         self.stop_checkpoint = stop_checkpoint
         self.check = check
         self.check_results: dict[str, Any] = {}
-        self.stopped = False
         self._batches = 0
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
@@ -85,7 +84,7 @@ class RunSupervisor(Callback):
             self.check_results = _check_collectives(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.control.beat(trainer.global_rank, trainer.global_step)
+        self.control.beat(trainer.global_rank)
         self._batches += 1
         # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
         every = 1 if trainer.strategy.root_device.type == "cpu" else 50
@@ -98,7 +97,6 @@ class RunSupervisor(Callback):
                 self.check_results["loss"] = loss
         if self.control.batch_done(trainer.global_rank):
             self._save_stop_checkpoint(trainer)
-            self.stopped = True
             raise StopRequested(f"stopped at step {trainer.global_step}")
 
     def _save_stop_checkpoint(self, trainer: Any) -> None:
@@ -115,7 +113,6 @@ class RunSupervisor(Callback):
         # A stop during validation (or the sanity check) is taken at the same validation batch
         # by every rank; no checkpoint is written in the middle of a validation loop.
         if self.control.batch_done(trainer.global_rank):
-            self.stopped = True
             raise StopRequested(f"stopped during validation at step {trainer.global_step}")
 
     def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
@@ -158,15 +155,6 @@ class ProgressReporter(Callback):
         except (OSError, ValueError):  # the kernel stopped listening; training goes on
             pass
 
-    @staticmethod
-    def _metrics(trainer: Any) -> dict[str, float]:
-        metrics = {}
-        for name, value in trainer.callback_metrics.items():
-            number = _to_float(value)
-            if number is not None:
-                metrics[name] = number
-        return metrics
-
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         total = trainer.num_training_batches
         self._send(trainer, {
@@ -186,17 +174,17 @@ class ProgressReporter(Callback):
         self._last_sent = now
         self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
                              "step": trainer.global_step, "batch": batch_idx,
-                             "samples": self._samples, "metrics": self._metrics(trainer)})
+                             "samples": self._samples, "metrics": scalar_metrics(trainer.callback_metrics)})
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not trainer.sanity_checking:
             self._send(trainer, {"kind": "validation", "epoch": trainer.current_epoch,
-                                 "step": trainer.global_step, "metrics": self._metrics(trainer)})
+                                 "step": trainer.global_step, "metrics": scalar_metrics(trainer.callback_metrics)})
 
     def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._send(trainer, {"kind": "step", "epoch": trainer.current_epoch,
                              "step": trainer.global_step, "batch": None,
-                             "samples": self._samples, "metrics": self._metrics(trainer)})
+                             "samples": self._samples, "metrics": scalar_metrics(trainer.callback_metrics)})
         self._send(trainer, {"kind": "end"})
 
 

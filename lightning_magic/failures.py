@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 from typing import Any, Optional
 
 
@@ -92,9 +91,3 @@ def _stacks_text(stacks: dict[int, str]) -> Optional[str]:
         return None
     return "\n".join(f"--- rank {rank} ---\n{text.strip()}" for rank, text in sorted(stacks.items()))
 
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

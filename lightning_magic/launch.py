@@ -273,13 +273,10 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
 
 def _training_run(plan: Plan, trainer: Any, outcome: Any, elapsed: float,
                   kernel_warnings: list[str]) -> TrainingRun:
+    from .callbacks import scalar_metrics
+
     resolved, extra = plan.resolved, outcome.extra or {}
-    metrics = {}
-    for name, value in trainer.callback_metrics.items():
-        try:
-            metrics[name] = float(value)
-        except (TypeError, ValueError):
-            continue
+    metrics = scalar_metrics(trainer.callback_metrics)
     output = outcome.worker_output
     status = "checked" if plan.flags.check and outcome.status == "finished" else outcome.status
     warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))

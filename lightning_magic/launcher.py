@@ -50,10 +50,8 @@ def free_port() -> int:
 
 
 def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
-    try:
-        from .suggestions import user_frame_from_traceback
-    except ImportError:
-        return None
+    from .suggestions import user_frame_from_traceback
+
     try:
         return user_frame_from_traceback(exc.__traceback__)
     except Exception:  # noqa: BLE001 - a report without a location is still a report
@@ -66,7 +64,6 @@ class NotebookLauncher(_MultiProcessingLauncher):
         self.control = control
         self.settings = settings       # seed, timeout, rank_env, stop_checkpoint
         self.outcome = Outcome()
-        self.history: list[dict[str, Any]] = []
 
     # -- kernel side -------------------------------------------------------------------------
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
@@ -267,7 +264,6 @@ class NotebookLauncher(_MultiProcessingLauncher):
             status=getattr(self, "_status", "finished"),
             history=history,
             last_model_path=getattr(checkpoint, "last_model_path", None) or None,
-            best_model_score=_score(getattr(checkpoint, "best_model_score", None)),
             warnings=list(getattr(self, "_collector", ranks.WarningCollector()).messages),
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,
@@ -300,18 +296,9 @@ class NotebookDDPStrategy(DDPStrategy):
         self._launcher = NotebookLauncher(self, self._control, self._settings)
 
 
-def _score(value: Any) -> Optional[float]:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _read(queue: Any) -> Any:
     """One message from a rank, or None when the ranks are gone (or one died mid-message)."""
     try:
         return queue.get()
-    except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError):
-        return None
-    except Exception:  # noqa: BLE001 - a truncated pickle raises UnpicklingError and others
+    except Exception:  # noqa: BLE001 - EOFError, or the many errors of a truncated pickle
         return None

@@ -52,6 +52,7 @@ class LightningMagics(Magics):
         The result is a TrainingRun: the cell's value, also bound to ``lightning_run``.
         """
         from . import hardware, launch
+        from .discovery import train_batch_size
 
         opts = flag_parser.parse(line, self.lightning_train)
         gpus, no_gpu_reason = hardware.detect_gpus()
@@ -148,12 +149,6 @@ class LightningMagics(Magics):
             trainer_kwargs=kwargs, seed=opts.seed, ckpt_dir=opts.ckpt_dir,
             model_name=opts.model, data_name=opts.data, val_data_name=opts.val_data,
             resume=opts.resume)
-
-
-def train_batch_size(found: Any) -> Optional[int]:
-    from .discovery import train_batch_size as size
-
-    return size(found)
 
 
 def _kernel_id() -> Optional[str]:

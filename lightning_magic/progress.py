@@ -23,7 +23,6 @@ class ProgressPump:
         self.handlers = list(handlers)
         self.gpu_indices = list(gpu_indices)
         self.gpu_interval = gpu_interval
-        self.events: list[dict] = []
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -73,8 +72,6 @@ class ProgressPump:
             pass
 
     def _handle(self, event: dict) -> None:
-        if event.get("kind") != "gpu":
-            self.events.append(event)
         for handler in self.handlers:
             try:
                 handler(event)

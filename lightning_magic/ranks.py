@@ -16,7 +16,6 @@ import os
 import signal
 import time
 import warnings
-from typing import Optional
 
 PR_SET_PDEATHSIG = 1
 
@@ -28,7 +27,6 @@ class RunControl:
         ctx = mp.get_context("fork")
         self.world_size = world_size
         self.heartbeat = ctx.Array("d", [time.monotonic()] * world_size, lock=False)
-        self.steps = ctx.Array("q", [0] * world_size, lock=False)
         # A stop is agreed through shared memory, not a collective: the kernel sets the batch
         # at which every rank stops to one past the furthest rank, under the same lock the ranks
         # take to record their progress, so no rank can already be past it.
@@ -68,10 +66,8 @@ class RunControl:
             stop_at = self._stop_at.value
         return stop_at != 0 and done >= stop_at
 
-    def beat(self, rank: int, step: Optional[int] = None) -> None:
+    def beat(self, rank: int) -> None:
         self.heartbeat[rank] = time.monotonic()
-        if step is not None:
-            self.steps[rank] = step
 
     def stack_file(self, rank: int) -> str:
         return os.path.join(self.stack_dir, f"rank-{rank}.stack")

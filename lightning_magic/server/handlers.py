@@ -59,7 +59,7 @@ class GpuStatusEndpoint:
         if self._encoded_for is not None and self._encoded_for[0] is reading \
                 and self._encoded_for[1] is runs:
             return self._encoded
-        gpus = _with_ranks(reading["gpus"], runs)
+        gpus = reading["gpus"]  # ranks of published runs are labelled by the readings
         if not self.config.show_other_users_processes:
             gpus = [
                 {**gpu, "processes": [p for p in gpu["processes"] if p["user"] == self.user]}
@@ -77,31 +77,6 @@ class GpuStatusEndpoint:
         body = json.dumps({**reading, "gpus": gpus, "runs": runs}).encode()
         self._encoded_for, self._encoded = key, body
         return body
-
-
-def _with_ranks(gpus: list[dict], runs: list[dict]) -> list[dict]:
-    """Label GPU processes that are ranks of an active run with their kernel, run and rank."""
-    ranks = {}
-    for run in runs:
-        pids = run.get("rank_pids") or []
-        items = pids.items() if isinstance(pids, dict) else enumerate(pids) \
-            if isinstance(pids, list) else ()
-        for rank, pid in items:
-            try:
-                ranks[int(pid)] = {"kernel_id": run.get("kernel_id"), "run_id": run.get("run_id"),
-                                   "rank": int(rank), "role": "rank"}
-            except (TypeError, ValueError):  # a damaged run file labels nothing
-                continue
-    if not ranks:
-        return gpus
-    return [
-        {**gpu, "processes": [
-            {**p, **{k: v for k, v in ranks[p["pid"]].items() if v is not None}}
-            if p.get("pid") in ranks else p
-            for p in gpu["processes"]
-        ]}
-        for gpu in gpus
-    ]
 
 
 async def _notebook_paths(session_manager) -> dict[str, str]:

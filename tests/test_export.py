@@ -615,17 +615,10 @@ def test_magic_export_without_a_gpu_count_says_what_to_give(shell):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_scale_out_notebook_executes(shell, tmp_path, monkeypatch):
+def test_scale_out_notebook_executes(shell, tmp_path, kernel_env):
     import nbformat
     from nbclient import NotebookClient
 
-    import lightning_magic
-
-    # The kernel imports the same lightning_magic as the tests.
-    source_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")]))
-    )
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
         notebook,

@@ -4,55 +4,19 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import psutil
 import pytest
+from conftest import ENDLESS_SETUP
 from jupyter_client.manager import start_new_kernel
-
-import lightning_magic
 
 pytestmark = pytest.mark.slow
 
-SETUP = r'''
-%load_ext lightning_magic
-import os, torch
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Endless(pl.LightningModule):
-    """Tells the test (through a FIFO) when rank 0 is training, then keeps training."""
-
-    def __init__(self, fifo=None):
-        super().__init__()
-        self.layer = torch.nn.Linear(8, 1)
-        self.fifo = fifo
-
-    def training_step(self, batch, batch_idx):
-        if self.fifo and self.global_rank == 0 and self.global_step == 3:
-            with open(self.fifo, "w") as signal_test:
-                signal_test.write("training\n")
-            self.fifo = None
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-X = torch.randn(512, 8)
-loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=4)
-'''
+SETUP = ENDLESS_SETUP
 
 
 @pytest.fixture
-def kernel(tmp_path, monkeypatch):
-    package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+def kernel(tmp_path, kernel_env):
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
     try:
         reply = kc.execute_interactive(SETUP, timeout=120)
@@ -82,15 +46,12 @@ def rank_processes(km) -> list[psutil.Process]:
     return [p for p in kernel.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_interrupt_in_a_notebook_stops_ranks_and_resume_continues(tmp_path, monkeypatch):
+def test_interrupt_in_a_notebook_stops_ranks_and_resume_continues(tmp_path, kernel_env):
     """nbclient runs a notebook; the kernel manager interrupts its training cell, as the stop
     button does (SIGINT to the kernel's process group)."""
     import nbformat
     from nbclient import NotebookClient
 
-    package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     fifo, ckpt = tmp_path / "training.fifo", tmp_path / "ckpt"
     os.mkfifo(fifo)
     cell = nbformat.v4.new_code_cell

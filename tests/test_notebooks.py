@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -10,19 +9,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-import lightning_magic
-
 pytestmark = pytest.mark.slow
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-@pytest.fixture
-def kernel_env(monkeypatch):
-    """Kernels import the same lightning_magic as the tests."""
-    package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
 
 
 def execute(name: str, workdir: Path) -> nbformat.NotebookNode:

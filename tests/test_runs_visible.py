@@ -6,48 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import ENDLESS_SETUP
 from nvml_standin import GIB
 from test_server import SCHEMA, get_json, server_config
 
-import lightning_magic
 from lightning_magic import readings
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 pytestmark = pytest.mark.slow
 
-CELL = r'''%load_ext lightning_magic
-import torch
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Endless(pl.LightningModule):
-    def __init__(self, fifo):
-        super().__init__()
-        self.layer = torch.nn.Linear(8, 1)
-        self.fifo = fifo
-
-    def training_step(self, batch, batch_idx):
-        if self.fifo and self.global_rank == 0 and self.global_step == 3:
-            with open(self.fifo, "w") as signal_test:
-                signal_test.write("training\n")
-            self.fifo = None
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-X = torch.randn(512, 8)
-loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=4)
-'''
+CELL = ENDLESS_SETUP
 
 
 @pytest.fixture
@@ -56,10 +27,7 @@ def jp_server_config():
 
 
 @pytest.fixture(autouse=True)
-def kernel_imports_this_package(monkeypatch):
-    root = str(Path(lightning_magic.__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (root, os.environ.get("PYTHONPATH")) if p))
+def kernel_imports_this_package(kernel_env):
     readings.shutdown()
     yield
     readings.shutdown()

@@ -69,7 +69,6 @@ class NotebookLauncher(_MultiProcessingLauncher):
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         for attempt in (1, 2):
             outcome = self._run_ranks(function, args, kwargs, trainer)
-            outcome.attempts = attempt
             if attempt == 1 and address_in_use(outcome):
                 self.control.reset_stop()
                 continue  # another free port, once

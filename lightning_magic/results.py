@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -85,19 +84,6 @@ class TrainingRun:
         from .live_view import render_summary_html
 
         return render_summary_html(self)
-
-    def table_html(self) -> str:
-        """The plain table of the run, without charts."""
-        colour = {"finished": "var(--jp-success-color1, #388e3c)",
-                  "checked": "var(--jp-success-color1, #388e3c)"}.get(
-            self.status, "var(--jp-error-color1, #d32f2f)")
-        body = "".join(
-            f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in self._rows()[1:])
-        return (f"<div class='lightning-magic-run'><b>TrainingRun</b> "
-                f"<span style='color:{colour};font-weight:bold'>{html.escape(self.status)}</span>"
-                f"<table style='margin-top:0.3em'>{body}</table></div>")
 
 
 class TrainingFailed(Exception):

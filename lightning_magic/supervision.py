@@ -44,7 +44,6 @@ class Outcome:
     stacks: dict[int, str] = field(default_factory=dict)
     worker_output: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 1
     output_tails: dict[int, str] = field(default_factory=dict)  # last output of ranks > 0
     crash_stacks: dict[int, str] = field(default_factory=dict)  # faulthandler dumps
 

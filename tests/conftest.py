@@ -1,15 +1,15 @@
 """Shared fixtures: a real IPython shell with the extension loaded, a scratch working
 directory, and a check that no process outlives a run. The NVML stand-in (the only
-stand-in of the suite) comes from nvml_standin.py."""
+stand-in of the suite) and other helpers live in support/."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import psutil
 import pytest
-from nvml_standin import fake_nvml, make_fake_nvml, nvml_missing  # noqa: F401 - fixtures
+from support.nvml_standin import fake_nvml, make_fake_nvml, nvml_missing  # noqa: F401 - fixtures
+from support.processes import live_children
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
@@ -31,18 +31,6 @@ def ip(_shell, tmp_path, monkeypatch):
     yield _shell
     for name in set(_shell.user_ns) - before:
         del _shell.user_ns[name]
-
-
-def live_children() -> list[psutil.Process]:
-    """Processes started by this test process that are still running (zombies excluded)."""
-    alive = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
 
 
 @pytest.fixture
@@ -72,39 +60,3 @@ def kernel_env(monkeypatch):
     package_root = str(Path(lightning_magic.__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
-
-
-# Run in a kernel: a module that trains until stopped, and tells the test through a FIFO once
-# rank 0 is training (an event to wait on, instead of a sleep).
-ENDLESS_SETUP = r'''
-%load_ext lightning_magic
-import os, torch
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Endless(pl.LightningModule):
-    """Tells the test (through a FIFO) when rank 0 is training, then keeps training."""
-
-    def __init__(self, fifo=None):
-        super().__init__()
-        self.layer = torch.nn.Linear(8, 1)
-        self.fifo = fifo
-
-    def training_step(self, batch, batch_idx):
-        if self.fifo and self.global_rank == 0 and self.global_step == 3:
-            with open(self.fifo, "w") as signal_test:
-                signal_test.write("training\n")
-            self.fifo = None
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("loss", loss)
-        return loss
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-X = torch.randn(512, 8)
-loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=4)
-'''

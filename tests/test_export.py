@@ -17,7 +17,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from lightning_magic.export import export_cell
-from lightning_magic.export_sources import cell_code
+from lightning_magic.flags import TrainFlags
+from lightning_magic.export.sources import cell_code
 
 VENV_BIN = Path(sys.executable).parent
 TORCHRUN = VENV_BIN / "torchrun"
@@ -70,16 +71,7 @@ train_loader = make_loader()
 val_loader = make_loader(16)
 """
 
-TRAINER_KWARGS = {
-    "accelerator": "cpu",
-    "devices": 1,
-    "precision": "32-true",
-    "max_epochs": 2,
-    "limit_train_batches": 2,
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "deterministic": False,
-}
+TRAINER_FLAGS = {"max_epochs": 2, "limit_train_batches": 2}
 
 
 @pytest.fixture
@@ -96,21 +88,13 @@ def run_cells(ip, *cells):
         assert result.success, (source, result.error_before_exec or result.error_in_exec)
 
 
-def export(ip, cell=TRAIN_CELL, path="job/train.py", **overrides):
-    arguments = dict(
-        num_nodes=1,
-        devices_per_node=1,
-        accelerator="cpu",
-        trainer_kwargs=TRAINER_KWARGS,
-        seed=None,
-        ckpt_dir=None,
-        model_name=None,
-        data_name=None,
-        val_data_name=None,
-        resume=None,
-    )
-    arguments.update(overrides)
-    return export_cell(ip, cell, path, **arguments)
+def export(ip, cell=TRAIN_CELL, path="job/train.py", devices_per_node=1, accelerator="cpu",
+           model_name=None, data_name=None, val_data_name=None, **overrides):
+    """``export_cell`` as the magic calls it: the cell's flags, and devices resolved for the job."""
+    values = dict(TRAINER_FLAGS, export=path, model=model_name, data=data_name,
+                  val_data=val_data_name)
+    values.update(overrides)
+    return export_cell(ip, cell, TrainFlags(**values), accelerator, devices_per_node)
 
 
 def fit_line(script: str) -> str:
@@ -316,9 +300,11 @@ def test_script_trains_as_two_torchrun_nodes(shell, tmp_path):
     assert "world_size=2 rank=0" in outputs[0], outputs[0]
     assert "world_size=2 rank=1" in outputs[1], outputs[1]
     assert "Starting with 2 processes" in outputs[0]
+    # --ckpt-dir is the Trainer's default_root_dir too, as in the notebook: logs sit beside
     assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == [
         "epoch=1-step=4.ckpt",
         "last.ckpt",
+        "lightning_logs",
     ]
 
 
@@ -340,10 +326,7 @@ def test_script_runs_alone_with_python_and_resumes(shell, tmp_path):
     assert "world_size=1 rank=0" in first.stdout
     assert (tmp_path / "ckpts" / "last.ckpt").is_file()
 
-    resumed_kwargs = dict(TRAINER_KWARGS, max_epochs=3)
-    export(
-        shell, num_nodes=3, seed=0, ckpt_dir="ckpts", resume="last", trainer_kwargs=resumed_kwargs
-    )
+    export(shell, num_nodes=3, seed=0, ckpt_dir="ckpts", resume="last", max_epochs=3)
     second = subprocess.run(
         [sys.executable, "job/train.py"],
         cwd=tmp_path,

@@ -7,11 +7,11 @@ import socket
 
 import pytest
 import torch
-from conftest import live_children
+from support.processes import live_children
 from IPython.utils.capture import capture_output
 
-from lightning_magic import launcher
-from lightning_magic.results import TrainingFailed
+from lightning_magic.train import launcher
+from lightning_magic.train.results import TrainingFailed
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import textwrap
 import pytest
 from IPython.core.error import UsageError
 from IPython.testing.tools import AssertPrints
-from nvml_standin import GIB
+from support.nvml_standin import GIB
 
 from lightning_magic import readings
-from lightning_magic.status_view import GpuStatusReport
+from lightning_magic.view.gpu_status import GpuStatusReport
 
 
 @pytest.fixture(autouse=True)

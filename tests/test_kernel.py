@@ -7,7 +7,7 @@ import threading
 
 import psutil
 import pytest
-from conftest import ENDLESS_SETUP
+from support.kernels import ENDLESS_SETUP
 from jupyter_client.manager import start_new_kernel
 
 pytestmark = pytest.mark.slow

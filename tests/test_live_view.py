@@ -13,14 +13,14 @@ import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.utils.capture import RichOutput, capture_output
 
-from lightning_magic.charts import MAX_POINTS, downsample, series_from_history
-from lightning_magic.live_view import (
+from lightning_magic.view.render import MAX_POINTS, downsample, series_from_history
+from lightning_magic.view.live import (
     LiveView,
     frontend,
     render_chart_svg,
     render_summary_html,
 )
-from lightning_magic.results import TrainingRun
+from lightning_magic.train.results import TrainingRun
 
 GIB = 1024**3
 

@@ -16,10 +16,10 @@ from importlib.resources import files
 import jsonschema
 import psutil
 import pytest
-from nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec
+from support.nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec
 
 from lightning_magic import readings
-from lightning_magic.gpu_processes import KERNEL_ID_VAR, RANK_VAR, RUN_ID_VAR
+from lightning_magic.readings.processes import KERNEL_ID_VAR, RANK_VAR, RUN_ID_VAR
 
 SCHEMA = json.loads(files("lightning_magic").joinpath("schema/gpu-status.schema.json").read_text())
 
@@ -491,7 +491,7 @@ def test_reading_gpus_does_not_put_this_process_on_a_gpu(real_nvml):
 def test_ranks_of_a_published_run_are_labelled(fake_nvml, tmp_path, monkeypatch):
     """A forked rank's environment cannot be read from outside; the run its kernel published
     (run_registry) says which pid is which rank."""
-    from lightning_magic.run_registry import PublishedRun
+    from lightning_magic.readings.runs import PublishedRun
 
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
     rank_child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from lightning_magic.run_registry import (
+from lightning_magic.readings.runs import (
     PublishedRun,
     list_runs,
     rank_labels,

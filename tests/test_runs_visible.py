@@ -9,8 +9,8 @@ import os
 
 import jsonschema
 import pytest
-from conftest import ENDLESS_SETUP
-from nvml_standin import GIB
+from support.kernels import ENDLESS_SETUP
+from support.nvml_standin import GIB
 from test_server import SCHEMA, get_json, server_config
 
 from lightning_magic import readings

@@ -14,7 +14,7 @@ import jsonschema
 import psutil
 import pytest
 from jupyter_server.serverapp import ServerApp
-from nvml_standin import GIB
+from support.nvml_standin import GIB
 from traitlets.config import Config
 
 from lightning_magic import readings

@@ -6,11 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import live_children
+from support.processes import live_children
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from lightning_magic.results import TrainingRun
+from lightning_magic.train.results import TrainingRun
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_a_cell_error_is_the_users_own_traceback(shell):
 
 def test_gpu_readings_for_the_live_view_come_from_nvml(fake_nvml):
     from lightning_magic import readings
-    from lightning_magic.progress import gpu_event
+    from lightning_magic.train.events import gpu_event
 
     readings.shutdown()
     try:

@@ -1,7 +1,7 @@
 """The GPU status sidebar panel in a real JupyterLab, driven in Debian's Chromium by Playwright.
 
 The server is a real ``jupyter lab`` on loopback with a token, started with the NVML stand-in
-(tests/serve_with_nvml_standin.py: two GPUs, one reporting every field and busy, one that does
+(tests/support/serve_with_nvml_standin.py: two GPUs, one reporting every field and busy, one that does
 not report power, fan or ECC), so GPU cards render on a machine without a driver. The panel's
 refresh interval is set to 0.5 s through the user settings, as a user would in the Settings
 Editor. Screenshots land in test-artifacts/.
@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
 ]
 TESTS = Path(__file__).resolve().parent
 ARTIFACTS = TESTS.parent / "test-artifacts"
-SERVE = TESTS / "serve_with_nvml_standin.py"
+SERVE = TESTS / "support" / "serve_with_nvml_standin.py"
 
 PANEL_ID = "lightning-magic-gpu-panel"
 PANEL = f"#{PANEL_ID}"

@@ -1,14 +1,14 @@
 """The Jupyter server extension: ``GET {base_url}gpu-status`` (see ``handlers``), configured
 through ``c.GpuStatus`` (see ``config``). Enabled by the JSON file pip installs into
-``etc/jupyter/jupyter_server_config.d``."""
+``etc/jupyter/jupyter_server_config.d``; its entry point is ``lightning_magic``'s
+``_jupyter_server_extension_points``.
+
+The rule of this folder: it serves what ``readings`` sampled; it reads nothing itself on the
+event loop and imports neither torch nor Lightning."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-
-def _jupyter_server_extension_points():
-    return [{"module": "lightning_magic.server"}]
 
 
 def _load_jupyter_server_extension(serverapp):
@@ -22,7 +22,7 @@ def _load_jupyter_server_extension(serverapp):
     checkpoint_root = (
         Path(config.checkpoint_root).expanduser()
         if config.checkpoint_root
-        else readings.default_checkpoint_root(serverapp.root_dir)
+        else readings.checkpoint_root(serverapp.root_dir)
     )
     sampler = readings.get_sampler(
         config.sample_interval, idle_timeout=config.idle_timeout, disk_path=checkpoint_root

@@ -19,7 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..readings import Sampler
-from ..run_registry import list_runs
+from ..readings.runs import list_runs
 from .config import GpuStatus
 
 RUNS_TTL_S = 1.0  # how long a listing of the active runs is reused

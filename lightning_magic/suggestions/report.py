@@ -134,6 +134,9 @@ class Report:
     def _repr_html_(self) -> str:
         return self.html()
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.text())
+
     def __str__(self) -> str:
         return self.text()
 

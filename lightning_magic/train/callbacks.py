@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 
 from lightning.pytorch.callbacks import Callback
 
-from .ranks import RunControl
+from .control import RunControl
 
 
 class NonFiniteLoss(FloatingPointError):

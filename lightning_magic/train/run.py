@@ -1,7 +1,8 @@
-"""Run a LightningModule under ``ddp_notebook``: pre-fork checks, the run, results and cleanup.
+"""One cell's run: ``prepare`` (the cell, its model and data, every check) and ``run`` (the
+Trainer, the ranks, the ``TrainingRun``).
 
 Everything that decides *how* ranks are started and watched lives in ``launcher``; this module
-prepares a fresh Trainer for one cell, runs it, and turns what came back into a ``TrainingRun``.
+builds the Trainer for one cell, runs it, and turns what came back into a ``TrainingRun``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,13 @@ import time
 import uuid
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Optional
 
-from IPython.core.error import UsageError
-
+from ..flags import TrainFlags
+from ..hardware import Resolved
 from .discovery import Found
-from .flags import TrainFlags
-from .hardware import Resolved
 from .results import TrainingRun
 
-STUDIO_ROOT = "/teamspace/studios/this_studio"  # a Lightning cloud studio's persistent storage
 
 
 @dataclass
@@ -39,96 +36,27 @@ class Plan:
     kernel_id: Optional[str] = None
 
 
-# -- before the cell runs -------------------------------------------------------------------------
+def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
+            kernel_id: Optional[str] = None) -> Plan:
+    """Resolve the flags against this machine, run the cell, find its model and data, and make
+    every check that can be made before the fork (a ``UsageError`` names what to fix)."""
+    from .. import hardware
+    from . import checkpoints, guards
+    from .cell import run_cell_and_discover
+    from .discovery import train_batch_size
 
-def runs_root(cwd: str) -> str:
-    if os.path.isdir(STUDIO_ROOT) and os.access(STUDIO_ROOT, os.W_OK):
-        return os.path.join(STUDIO_ROOT, "lightning_runs")
-    return os.path.join(cwd, "lightning_runs")
-
-
-def check_resume(flags: TrainFlags, cwd: str) -> Optional[str]:
-    """The checkpoint --resume points at, or a UsageError saying why there is none."""
-    if flags.resume is None:
-        return None
-    if flags.resume != "last":
-        path = os.path.abspath(os.path.expanduser(flags.resume))
-        if not os.path.isfile(path):
-            raise UsageError(f"--resume {flags.resume}: no such checkpoint file. Give 'last' or "
-                             "the path of a .ckpt file.")
-        return path
-    if flags.ckpt_dir is not None:
-        path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
-        if not os.path.isfile(path):
-            raise UsageError(f"--resume last: {flags.ckpt_dir} has no last.ckpt yet. Train once "
-                             f"with --ckpt-dir {flags.ckpt_dir} first, or drop --resume.")
-        return path
-    root = runs_root(cwd)
-    candidates = []
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            path = os.path.join(root, name, "last.ckpt")
-            if os.path.isfile(path):
-                candidates.append((os.path.getmtime(path), path))
-    if not candidates:
-        raise UsageError(f"--resume last: no run under {root} has a last.ckpt. Train once first, "
-                         "or give --resume PATH.")
-    return max(candidates)[1]
-
-
-def choose_ckpt_dir(flags: TrainFlags, resume_path: Optional[str], model: Any, cwd: str) -> str:
-    if flags.ckpt_dir is not None:
-        return os.path.abspath(os.path.expanduser(flags.ckpt_dir))
-    if flags.resume == "last" and resume_path is not None:
-        return os.path.dirname(resume_path)  # keep writing where the run we continue wrote
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(runs_root(cwd), f"{stamp}-{type(model).__name__}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
-
-
-# -- before the fork ------------------------------------------------------------------------------
-
-def check_before_fork(found: Found) -> None:
-    """Refuse, with the fix, what would otherwise fail in every rank (CUDA initialized in the
-    kernel is refused by the magic, which knows the cells)."""
-    _check_hooks(found.model)
-    _check_training_data(found)
-
-
-def _check_hooks(model: Any) -> None:
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
-    missing = [hook for hook in ("training_step", "configure_optimizers")
-               if not is_overridden(hook, model)]
-    if missing:
-        names = " and ".join(f"{h}()" for h in missing)
-        close = _close_names(type(model), missing)
-        hint = f" ({close} looks like a misspelling)" if close else ""
-        raise UsageError(f"{type(model).__name__} has no {names}{hint}: Lightning needs both "
-                         "training_step(self, batch, batch_idx) and configure_optimizers(self).")
-
-
-def _close_names(cls: type, wanted: list[str]) -> str:
-    import difflib
-
-    own = [n for n in vars(cls) if not n.startswith("__")]
-    hits = [m for w in wanted for m in difflib.get_close_matches(w, own, n=1, cutoff=0.8)]
-    return ", ".join(hits)
-
-
-def _check_training_data(found: Found) -> None:
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
-    if found.train is None and found.datamodule is None \
-            and not is_overridden("train_dataloader", found.model):
-        raise UsageError(
-            f"There is no training data for {type(found.model).__name__}: the cell made no "
-            "LightningDataModule or DataLoader, and the module has no train_dataloader(). Create "
-            "one in the cell (train_loader = DataLoader(...)) or name it with --data NAME.")
+    gpus, no_gpu_reason = hardware.detect_gpus()
+    resolved = hardware.resolve(flags.devices, flags.accelerator, flags.strategy,
+                                flags.precision, gpus, no_gpu_reason)
+    cwd = os.getcwd()
+    resume_path = checkpoints.check_resume(flags, cwd)
+    found = run_cell_and_discover(shell, cell, flags)
+    batch_size = train_batch_size(found)  # may run the user's train_dataloader()
+    guards.check_cuda_not_initialized(cuda_watch, cell, shell.execution_count)
+    guards.check_before_fork(found)
+    return Plan(flags=flags, resolved=resolved, found=found,
+                ckpt_dir=checkpoints.choose_ckpt_dir(flags, resume_path, found.model, cwd),
+                resume_path=resume_path, batch_size=batch_size, kernel_id=kernel_id)
 
 
 def notes_before_training(plan: Plan) -> list[str]:
@@ -151,15 +79,15 @@ def notes_before_training(plan: Plan) -> list[str]:
 
 def run(plan: Plan) -> TrainingRun:
     """Train ``plan.found.model`` in forked ranks and return the ``TrainingRun``."""
-    from . import ranks
-    from .live_view import LiveView
-    from .progress import ProgressPump
+    from .control import RunControl
+    from ..view.live import LiveView
+    from .events import EventPump
 
     flags, resolved = plan.flags, plan.resolved
     if not flags.check:
         os.makedirs(plan.ckpt_dir, exist_ok=True)
     stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
-    control = ranks.RunControl(resolved.num_processes, stack_dir)
+    control = RunControl(resolved.num_processes, stack_dir)
     run_id = uuid.uuid4().hex[:12]
     view = LiveView(f"{type(plan.found.model).__name__} · {resolved.describe()}",
                     mode="none" if flags.check else flags.progress,
@@ -170,7 +98,7 @@ def run(plan: Plan) -> TrainingRun:
                              "LIGHTNING_MAGIC_KERNEL_ID": plan.kernel_id or ""},
                 "on_started": lambda pids: published and published.update(rank_pids=pids)}
     handlers = [view.update] + ([_registry_handler(published)] if published else [])
-    pump = ProgressPump(control.progress_reader, handlers, writer=control.progress_writer,
+    pump = EventPump(control.progress_reader, handlers, writer=control.progress_writer,
                         gpu_indices=resolved.devices if resolved.accelerator == "gpu" else ())
     view.start()
     pump.start()
@@ -196,7 +124,7 @@ def run(plan: Plan) -> TrainingRun:
 
 def _publish(plan: Plan, run_id: str) -> Any:
     """Make the run visible to the Jupyter server (``/gpu-status`` lists it under ``runs``)."""
-    from .run_registry import PublishedRun
+    from ..readings.runs import PublishedRun
 
     resolved = plan.resolved
     state = {"run_id": run_id, "kernel_id": plan.kernel_id, "pid": os.getpid(), "rank_pids": [],
@@ -225,11 +153,11 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from . import callbacks, launcher, ranks
+    from . import callbacks, launcher, rank
 
     flags, resolved, found = plan.flags, plan.resolved, plan.found
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # device counts without CUDA init
-    previous_levels = ranks.quiet_lightning_logs()
+    previous_levels = rank.quiet_lightning_logs()
     try:
         # Lightning's kernel-side warnings come from building the Trainer: keep them for the
         # run (once each) instead of the cell; the run itself is not wrapped, so warnings of
@@ -267,7 +195,7 @@ def _fit(plan: Plan, control: Any, settings: dict[str, Any]) -> tuple[Any, Any, 
         outcome.crash_stacks = {rank: control.crash_stack(rank)
                                 for rank in range(resolved.num_processes)}
     finally:
-        ranks.restore_logs(previous_levels)
+        rank.restore_logs(previous_levels)
     return trainer, outcome, kernel_warnings
 
 

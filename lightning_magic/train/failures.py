@@ -39,7 +39,7 @@ def failure_context(plan: Any) -> dict[str, Any]:
         pass
     if plan.resolved.accelerator == "gpu":
         try:
-            from . import readings
+            from .. import readings
 
             context["gpu_memory"] = [
                 {"index": g.get("index"), "name": g.get("name"),
@@ -52,7 +52,7 @@ def failure_context(plan: Any) -> dict[str, Any]:
 
 
 def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None) -> Any:
-    from .suggestions import Failure
+    from ..suggestions import Failure
 
     context = failure_context(plan) if context is None else context
     world = plan.resolved.num_processes
@@ -81,7 +81,7 @@ def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None
 
 
 def report_for(outcome: Any, plan: Any) -> Any:
-    from .suggestions import explain
+    from ..suggestions import explain
 
     return explain(failure_of(outcome, plan))
 

@@ -143,7 +143,7 @@ class ProcessLabeler:
 
 def _published_ranks() -> dict[int, dict]:
     try:
-        from .run_registry import rank_labels
+        from .runs import rank_labels
 
         return rank_labels()
     except Exception:  # noqa: BLE001 - labels are a courtesy; readings must go on

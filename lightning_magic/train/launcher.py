@@ -22,7 +22,9 @@ from lightning.pytorch.strategies.launchers.multiprocessing import (
     _MultiProcessingLauncher,
 )
 
-from . import callbacks, ranks
+from . import callbacks
+from .rank import WarningCollector, prepare_rank_process
+from .control import RunControl
 from .supervision import (
     SETTLE_S,
     STOP_GRACE_S,
@@ -50,7 +52,7 @@ def free_port() -> int:
 
 
 def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
-    from .suggestions import user_frame_from_traceback
+    from ..suggestions import user_frame_from_traceback
 
     try:
         return user_frame_from_traceback(exc.__traceback__)
@@ -59,7 +61,7 @@ def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
 
 
 class NotebookLauncher(_MultiProcessingLauncher):
-    def __init__(self, strategy: Any, control: ranks.RunControl, settings: dict[str, Any]) -> None:
+    def __init__(self, strategy: Any, control: RunControl, settings: dict[str, Any]) -> None:
         super().__init__(strategy, start_method="fork")
         self.control = control
         self.settings = settings       # seed, timeout, rank_env, stop_checkpoint
@@ -217,8 +219,8 @@ class NotebookLauncher(_MultiProcessingLauncher):
                    results: Any, errors: Any) -> None:
         env = dict(self.settings.get("rank_env", {}), LIGHTNING_MAGIC_RANK=str(rank),
                    LOCAL_RANK=str(rank))
-        ranks.prepare_rank_process(rank, self.control, env)
-        collector = ranks.WarningCollector()
+        prepare_rank_process(rank, self.control, env)
+        collector = WarningCollector()
         collector.install()
         self._collector = collector
         try:
@@ -263,7 +265,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
             status=getattr(self, "_status", "finished"),
             history=history,
             last_model_path=getattr(checkpoint, "last_model_path", None) or None,
-            warnings=list(getattr(self, "_collector", ranks.WarningCollector()).messages),
+            warnings=list(getattr(self, "_collector", WarningCollector()).messages),
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,
             check=supervisor.check_results if supervisor is not None else {},
@@ -286,7 +288,7 @@ class NotebookLauncher(_MultiProcessingLauncher):
 class NotebookDDPStrategy(DDPStrategy):
     """``ddp_notebook`` (fork) whose launcher is the notebook-safe one above."""
 
-    def __init__(self, control: ranks.RunControl, settings: dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, control: RunControl, settings: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(start_method="fork", **kwargs)
         self._control = control
         self._settings = settings

@@ -17,7 +17,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .export_names import ALWAYS_DEFINED, ModuleNames
+from .names import ALWAYS_DEFINED, ModuleNames
 
 # Cell magics whose body runs as ordinary code in the user's namespace.
 _CODE_CELL_MAGICS = {"time", "capture", "lightning_train"}

@@ -71,12 +71,6 @@ class GpuStatusReport:
     def __init__(self, reading: dict):
         self.reading = reading
 
-    @classmethod
-    def collect(cls) -> GpuStatusReport:
-        from .readings import snapshot
-
-        return cls(snapshot())
-
     # -- text ----------------------------------------------------------------------------------
 
     def __repr__(self) -> str:

@@ -4,14 +4,14 @@ the sidebar panel and for screenshots; never for real use.
 
 Usage::
 
-    python tests/serve_with_nvml_standin.py [--nvml SCENARIO] [lab|server] [JUPYTER ARGS...]
+    python tests/support/serve_with_nvml_standin.py [--nvml SCENARIO] [lab|server] [JUPYTER ARGS...]
 
 SCENARIO is ``two-gpus`` (default: an A100 that reports every field, busy, with this server's
 process on it, and an RTX 3090 that reports no power, fan or ECC: "n/a" in the panel) or
 ``no-nvml`` (the NVML library is missing: the panel's "unavailable" state). ``lab`` (default)
 runs ``jupyter lab``, ``server`` runs ``jupyter server``; every other argument is passed on, e.g.::
 
-    python tests/serve_with_nvml_standin.py lab --no-browser --port 8899 \\
+    python tests/support/serve_with_nvml_standin.py lab --no-browser --port 8899 \\
         --IdentityProvider.token=secret --ServerApp.root_dir=/tmp/nb
 
 The A100's utilization, memory and power change every second, so sparklines move.

@@ -81,7 +81,7 @@ class TrainingRun:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
-        from .live_view import render_summary_html
+        from ..view.render import render_summary_html
 
         return render_summary_html(self)
 

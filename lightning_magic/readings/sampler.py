@@ -10,7 +10,8 @@ sampler, which reads at a fixed interval and lets any number of readers share th
 reading, so NVML is called as often as the interval says and never more. It starts on first use
 and stops after ``idle_timeout`` seconds without a reader.
 
-The GPU part lives in ``gpu_readings`` (NVML) and ``gpu_processes`` (who a GPU process is).
+The GPU part lives in ``nvml`` (NVML) and ``processes`` (who a GPU process is); CPU, memory and
+disk in ``host``.
 Nothing here imports torch (so nothing initializes CUDA) nor anything from Jupyter; pynvml is
 imported inside the functions that use it.
 """
@@ -24,93 +25,17 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 
-from .gpu_readings import NvmlSession
+from .environment import checkpoint_root
+from .host import CpuMeter, disk, memory
+from .nvml import NvmlSession
 
 SCHEMA_VERSION = 1
 DEFAULT_INTERVAL = 1.0
 MIN_INTERVAL = 0.25
 DEFAULT_IDLE_TIMEOUT = 60.0
-CHECKPOINT_DIRNAME = "lightning_runs"
 
 _log = logging.getLogger(__name__)
-_CPU_WINDOW = 0.1  # seconds over which a fresh CPU meter measures its first reading
-
-
-# --------------------------------------------------------------------------------------------
-# psutil: CPU, memory, disk
-
-
-class _CpuMeter:
-    """CPU busy percent between two reads of the kernel's counters (never a blocking call
-    after the first read; the first waits out a short window so it is not meaningless)."""
-
-    def __init__(self):
-        self._since = time.monotonic()
-        self._last = psutil.cpu_times(percpu=True)
-
-    def read(self) -> dict:
-        wait = _CPU_WINDOW - (time.monotonic() - self._since)
-        if wait > 0:
-            time.sleep(wait)
-        now = psutil.cpu_times(percpu=True)
-        per_core = [_busy_percent([a], [b]) for a, b in zip(self._last, now, strict=False)]
-        total = _busy_percent(self._last, now)
-        self._last, self._since = now, time.monotonic()
-        return {"percent": total, "per_core": per_core, "count": len(now)}
-
-
-def _busy_percent(before, after) -> float:
-    def totals(times):
-        # guest time is already counted in user time on Linux
-        all_ = sum(t.user + t.nice + t.system + t.idle + getattr(t, "iowait", 0.0)
-                   + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-                   + getattr(t, "steal", 0.0) for t in times)
-        idle = sum(t.idle + getattr(t, "iowait", 0.0) for t in times)
-        return all_, idle
-
-    all_before, idle_before = totals(before)
-    all_after, idle_after = totals(after)
-    elapsed = all_after - all_before
-    if elapsed <= 0:
-        return 0.0
-    busy = 100.0 * (1.0 - (idle_after - idle_before) / elapsed)
-    return round(min(100.0, max(0.0, busy)), 1)
-
-
-def _memory() -> dict:
-    memory = psutil.virtual_memory()
-    used = memory.total - memory.available
-    return {
-        "total": memory.total,
-        "used": used,
-        "available": memory.available,
-        "percent": round(100.0 * used / memory.total, 1) if memory.total else 0.0,
-    }
-
-
-def default_checkpoint_root(base: str | os.PathLike | None = None) -> Path:
-    """Where runs keep checkpoints by default: ``lightning_runs/`` in ``base`` (the cwd)."""
-    if base is None:
-        try:
-            base = os.getcwd()
-        except OSError:  # the working directory was deleted
-            base = Path.home()
-    return Path(base) / CHECKPOINT_DIRNAME
-
-
-def _disk(path: Path) -> dict | None:
-    """Usage of the file system that holds ``path`` (or would, once it is created)."""
-    existing = path
-    try:
-        while not existing.exists() and existing.parent != existing:
-            existing = existing.parent
-        usage = psutil.disk_usage(str(existing))
-    except OSError:  # not allowed to look, or gone in the meantime
-        return None
-    return {"path": str(path), "total": usage.total, "used": usage.used, "free": usage.free,
-            "percent": usage.percent}
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +56,7 @@ def _session() -> NvmlSession:
     return session
 
 
-def _read(meter: _CpuMeter, disk_path: Path) -> dict:
+def _read(meter: CpuMeter, disk_path: Path) -> dict:
     session = _session()
     gpus = session.read_gpus()
     return {
@@ -140,8 +65,8 @@ def _read(meter: _CpuMeter, disk_path: Path) -> dict:
         "nvml": session.status(),
         "gpus": gpus,
         "cpu": meter.read(),
-        "memory": _memory(),
-        "disk": _disk(disk_path),
+        "memory": memory(),
+        "disk": disk(disk_path),
     }
 
 
@@ -151,8 +76,8 @@ def snapshot(disk_path: str | os.PathLike | None = None) -> dict:
     ``disk_path`` is the checkpoint root whose disk usage is reported; by default
     ``lightning_runs/`` in the current directory. Never touches torch or CUDA.
     """
-    path = Path(disk_path) if disk_path is not None else default_checkpoint_root()
-    return _read(_CpuMeter(), path)
+    path = Path(disk_path) if disk_path is not None else checkpoint_root()
+    return _read(CpuMeter(), path)
 
 
 def nvml_status() -> dict:
@@ -189,7 +114,7 @@ class Sampler:
                  disk_path: str | os.PathLike | None = None):
         self._interval = _check_interval(interval)
         self.idle_timeout = float(idle_timeout)
-        self.disk_path = Path(disk_path) if disk_path is not None else default_checkpoint_root()
+        self.disk_path = Path(disk_path) if disk_path is not None else checkpoint_root()
         self.samples_taken = 0
         self._lock = threading.Lock()
         self._taken = threading.Condition(self._lock)
@@ -273,7 +198,7 @@ class Sampler:
         self._thread.start()
 
     def _run(self, wake: threading.Event) -> None:
-        meter = _CpuMeter()
+        meter = CpuMeter()
         me = threading.current_thread()
         failure = None
         while True:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from .gpu_processes import ProcessLabeler
+from .processes import ProcessLabeler
 
 
 class _Gpu:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 
-from .export_roles import LIGHTNING_PACKAGES, Roles
-from .export_sources import Unresolved, cell_code, dependencies, earlier_cells
-from .export_templates import (
+from .roles import LIGHTNING_PACKAGES, Roles
+from .sources import Unresolved, cell_code, dependencies, earlier_cells
+from .templates import (
     FitCall,
     JobLayout,
     sbatch_text,
@@ -70,22 +70,18 @@ class ExportedJob:
         )
 
 
-def export_cell(
-    shell,
-    cell: str,
-    path: str,
-    num_nodes: int,
-    devices_per_node: int,
-    accelerator: str,
-    trainer_kwargs: dict,
-    seed: int | None,
-    ckpt_dir: str | None,
-    model_name: str | None,
-    data_name: str | None,
-    val_data_name: str | None,
-    resume: str | None,
-) -> ExportedJob:
-    """Write the script for ``cell`` at ``path`` and the SLURM batch file next to it."""
+def export_cell(shell, cell: str, flags, accelerator: str, devices_per_node: int) -> ExportedJob:
+    """Write the script for ``cell`` at ``flags.export`` and the SLURM batch file next to it.
+
+    ``flags`` are the cell's ``TrainFlags``; ``accelerator`` and ``devices_per_node`` are resolved
+    for the cluster's machines (``hardware.resolve_for_export``), not this one.
+    """
+    path, num_nodes = flags.export, flags.num_nodes
+    model_name, data_name, val_data_name = flags.model, flags.data, flags.val_data
+    trainer_kwargs = dict(flags.trainer_kwargs(), accelerator=accelerator,
+                          devices=devices_per_node, precision=flags.precision)
+    if flags.ckpt_dir:
+        trainer_kwargs["default_root_dir"] = flags.ckpt_dir
     script_path, sbatch_path = _check_paths(path)
     if num_nodes < 1:
         raise UsageError(
@@ -117,10 +113,10 @@ def export_cell(
         datamodule=datamodule,
         train_data=train_data,
         val_data=val_data,
-        resume=resume,
-        ckpt_dir=ckpt_dir,
-        seed=seed,
-        trainer_kwargs=dict(trainer_kwargs),
+        resume=flags.resume,
+        ckpt_dir=flags.ckpt_dir,
+        seed=flags.seed,
+        trainer_kwargs=trainer_kwargs,
     )
     sections = [(c.label, c.code) for c in cells]
     sections.append((f"The %%lightning_train cell (In[{target.number}])", target.code))

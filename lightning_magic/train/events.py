@@ -13,7 +13,7 @@ Handler = Callable[[dict], None]
 STOP = {"kind": "_stop"}
 
 
-class ProgressPump:
+class EventPump:
     """``writer`` is the kernel's own copy of the pipe's sending end, used to wake the thread."""
 
     def __init__(self, reader: Any, handlers: Sequence[Handler], writer: Any = None,
@@ -82,7 +82,7 @@ class ProgressPump:
 def gpu_event(indices: Sequence[int]) -> Optional[dict]:
     """Per-rank utilization and memory of the GPUs the ranks use, from the readings sampler."""
     try:
-        from . import readings
+        from .. import readings
 
         sample = readings.get_sampler().latest()
     except Exception:  # noqa: BLE001 - readings are a nicety of the view

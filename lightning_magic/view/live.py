@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Optional
 
-from .charts import (
+from .render import (
     MAX_POINTS,
     Point,
     chart_order,

@@ -1,0 +1,87 @@
+"""State shared by the kernel and its forked ranks, made before the fork.
+
+A stop flag the kernel sets on interrupt (agreed through shared memory, not a collective), a
+heartbeat per rank for the stall watchdog, the rank 0 -> kernel event pipe, and a folder where
+each rank leaves its output, its stack when asked (SIGUSR1) and its crash dump.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+
+
+class RunControl:
+    """Shared state between the kernel and its forked ranks (made before the fork)."""
+
+    def __init__(self, world_size: int, stack_dir: str) -> None:
+        ctx = mp.get_context("fork")
+        self.world_size = world_size
+        self.heartbeat = ctx.Array("d", [time.monotonic()] * world_size, lock=False)
+        # A stop is agreed through shared memory, not a collective: the kernel sets the batch
+        # at which every rank stops to one past the furthest rank, under the same lock the ranks
+        # take to record their progress, so no rank can already be past it.
+        self._lock = ctx.Lock()
+        self._batches = ctx.Array("q", [0] * world_size, lock=False)
+        self._stop_at = ctx.Value("q", 0, lock=False)
+        self.stack_dir = stack_dir
+        # rank 0 -> kernel: progress events for the live view (see ProgressReporter)
+        self.progress_reader, self.progress_writer = ctx.Pipe(duplex=False)
+
+    def request_stop(self) -> None:
+        with self._lock:
+            if self._stop_at.value == 0:
+                self._stop_at.value = max(self._batches) + 1
+
+    def stop_requested(self) -> bool:
+        return self._stop_at.value != 0
+
+    def reset_stop(self) -> None:
+        with self._lock:
+            self._stop_at.value = 0
+            for rank in range(self.world_size):
+                self._batches[rank] = 0
+        self.beat_all()
+
+    def beat_all(self) -> None:
+        """Start every rank's stall clock now (before the ranks are started)."""
+        now = time.monotonic()
+        for rank in range(self.world_size):
+            self.heartbeat[rank] = now
+
+    def batch_done(self, rank: int) -> bool:
+        """Record one more finished training batch; True when this rank must stop now."""
+        with self._lock:
+            done = self._batches[rank] + 1
+            self._batches[rank] = done
+            stop_at = self._stop_at.value
+        return stop_at != 0 and done >= stop_at
+
+    def beat(self, rank: int) -> None:
+        self.heartbeat[rank] = time.monotonic()
+
+    def stack_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.stack")
+
+    def output_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.out")
+
+    def crash_file(self, rank: int) -> str:
+        return os.path.join(self.stack_dir, f"rank-{rank}.crash")
+
+    def output_tail(self, rank: int, lines: int = 20) -> str:
+        """The last lines a rank other than 0 wrote (its stdout and stderr go to a file)."""
+        return _tail(self.output_file(rank), lines)
+
+    def crash_stack(self, rank: int) -> str:
+        """The Python stack faulthandler wrote when the rank crashed (SIGSEGV, SIGABRT, ...)."""
+        return _tail(self.crash_file(rank), 200)
+
+
+def _tail(path: str, lines: int) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:])
+    except OSError:
+        return ""

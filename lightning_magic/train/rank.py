@@ -1,0 +1,92 @@
+"""Code that runs inside a forked rank: process setup, output capture and warnings kept once.
+
+``prepare_rank_process`` is the first thing a rank does after the fork. The kernel shares state
+with its ranks through ``control.RunControl``; Lightning's logger levels (``quiet_lightning_logs``)
+are also lowered around building a Trainer in the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import logging
+import os
+import signal
+import warnings
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
+    """First thing a rank does after fork: die with the kernel, own its process group, stay quiet."""
+    _die_with_parent()
+    control.beat(rank)
+    os.setpgid(0, 0)  # the rank and its DataLoader workers form one group the kernel can kill
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel turns an interrupt into a stop request
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ.update(env)
+    stack_file = open(control.stack_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=False)
+    if rank != 0:
+        _capture_output(control.output_file(rank))
+    # a rank that crashes (SIGSEGV, SIGABRT) leaves its Python stack for the failure report
+    crash_file = open(control.crash_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
+    faulthandler.enable(file=crash_file, all_threads=False)
+    quiet_lightning_logs()
+
+
+def _capture_output(path: str) -> None:
+    """Ranks other than 0 write to a file (kept for the failure report), not to the cell."""
+    import sys
+
+    handle = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the rank
+    for fd in (1, 2):
+        try:
+            os.dup2(handle.fileno(), fd)
+        except OSError:
+            pass
+    sys.stdout = sys.stderr = handle
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:  # not Linux: the kernel's cleanup still ends the ranks
+        pass
+
+
+def quiet_lightning_logs() -> dict[str, int]:
+    """Raise Lightning's loggers to WARNING (no tips, no 'GPU available' lines); return old levels."""
+    previous = {}
+    names = [n for n in list(logging.root.manager.loggerDict)
+             if n.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")]
+    for name in names + ["lightning.pytorch", "lightning.fabric"]:
+        logger = logging.getLogger(name)
+        previous[name] = logger.level
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+    return previous
+
+
+def restore_logs(previous: dict[str, int]) -> None:
+    for name, level in previous.items():
+        logging.getLogger(name).setLevel(level)
+
+
+class WarningCollector:
+    """Keeps each distinct warning once instead of printing it from every rank."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self._seen: set[str] = set()
+
+    def install(self) -> None:
+        warnings.showwarning = self._show  # type: ignore[assignment]
+
+    def _show(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = f"{category.__name__}: {message}"
+        if text not in self._seen:
+            self._seen.add(text)
+            self.messages.append(text)

@@ -1,0 +1,11 @@
+"""How runs and readings look: the live view of a run, its summary and charts, ``%gpu_status``.
+
+The rule of this folder: it renders what it is given. Nothing here reads the machine (NVML,
+psutil, run files), starts a process or imports torch; the callers hand it the events, the
+``TrainingRun`` or the reading to show.
+
+- ``live``: the view a run updates in place while it trains (HTML in a notebook, a line in a
+  terminal).
+- ``render``: the run's summary, its charts (SVG) and the text forms.
+- ``gpu_status``: one reading of the machine, for ``%gpu_status``.
+"""

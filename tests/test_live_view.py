@@ -13,7 +13,7 @@ import pytest
 from IPython.core.displaypub import CapturingDisplayPublisher
 from IPython.utils.capture import RichOutput, capture_output
 
-from lightning_magic.view.render import MAX_POINTS, downsample, series_from_history
+from lightning_magic.view.charts import MAX_POINTS, downsample, series_from_history
 from lightning_magic.view.live import (
     LiveView,
     frontend,
@@ -206,7 +206,7 @@ def test_the_live_view_shows_progress_metrics_and_a_chart_of_every_scalar(ip):
         view.finish(None)
     markup = html_outputs(captured)[-1].data["text/html"]
     text = " ".join(Tags(markup).text)
-    assert "epoch 1/1" in text and "step 12" in text
+    assert "epoch 2 of 2" in text and "step 12" in text  # counted from 1, as the user counts
     assert "60%" in text                          # 12 of 20 batches
     assert "64 samples/s" in text                 # 16 x 2 ranks every half second
     assert "00:06 elapsed" in text and "ETA 00:04" in text
@@ -216,7 +216,8 @@ def test_the_live_view_shows_progress_metrics_and_a_chart_of_every_scalar(ip):
     chart_text = " ".join(Tags(svg).text)
     for name in ("train_loss", "val_loss", "val_acc", "lr"):
         assert name in chart_text
-    assert "epoch 0" in chart_text and "epoch 1" in chart_text
+    # epochs as the user counts them, never "epoch 0"
+    assert "epoch 1" in chart_text and "epoch 2" in chart_text and "epoch 0" not in chart_text
     assert svg.count("<polyline") >= 2
 
 
@@ -305,7 +306,7 @@ def test_a_terminal_gets_one_updating_line(ip, monkeypatch):
     assert out.startswith("\r") and "<div" not in out
     frames = out[:-1].split("\r")[1:]
     assert len(frames) == len(sent) // 2 + 1  # every other event, and the last state at the end
-    assert "epoch 1/1 step 20" in frames[-1] and "val_loss=" in frames[-1]
+    assert "epoch 2 of 2 step 20" in frames[-1] and "val_loss=" in frames[-1]
 
 
 def test_the_terminal_line_fits_the_terminal(ip, monkeypatch):

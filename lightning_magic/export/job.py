@@ -17,6 +17,7 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 
+from ..cells import cell_number
 from .roles import LIGHTNING_PACKAGES, Roles
 from .sources import Unresolved, cell_code, dependencies, earlier_cells
 from .templates import (
@@ -87,9 +88,10 @@ def export_cell(shell, cell: str, flags, accelerator: str, devices_per_node: int
         raise UsageError(
             f"--num-nodes {num_nodes!r}: a job needs at least one node, e.g. --num-nodes 2"
         )
-    target = cell_code(shell, shell.execution_count, cell)
+    number = cell_number(shell, cell)
+    target = cell_code(shell, number, cell)
     named = [n for n in (model_name, data_name, val_data_name) if n and n not in target.binds]
-    history = [cell_code(shell, number, source) for number, source in earlier_cells(shell)]
+    history = [cell_code(shell, number, source) for number, source in earlier_cells(shell, number)]
     cells, unresolved = dependencies(target, history, tuple(named))
     if unresolved:
         raise UsageError(_unresolved_message(unresolved))

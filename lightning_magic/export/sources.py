@@ -44,12 +44,12 @@ class CellCode:
         return f"In[{self.number}]"
 
 
-def earlier_cells(shell) -> list[tuple[int, str]]:
-    """``(execution count, raw source)`` of this session's cells before the current one."""
+def earlier_cells(shell, number: int) -> list[tuple[int, str]]:
+    """``(execution count, raw source)`` of this session's cells before ``In[number]``, the
+    current one (``cells.cell_number``)."""
     raw = shell.history_manager.input_hist_raw
-    # While a cell runs, its own source is already stored at index ``execution_count``.
-    end = min(shell.execution_count, len(raw))
-    return [(number, raw[number]) for number in range(1, end) if raw[number].strip()]
+    end = min(number, len(raw))
+    return [(n, raw[n]) for n in range(1, end) if raw[n].strip()]
 
 
 def cell_code(shell, number: int, source: str) -> CellCode:

@@ -1,4 +1,9 @@
-"""``TrainingRun``: what a ``%%lightning_train`` cell gives back, and how it shows itself."""
+"""``TrainingRun``: what a ``%%lightning_train`` cell gives back, and how it shows itself.
+
+The run states its own rows (``rows`` and ``metric_rows``); the text form here and the HTML
+summary in ``view.render`` both show those rows, so the two never disagree. Epochs are counted
+as the user counts them: the first is epoch 1, the last of ``--max-epochs 80`` is epoch 80.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 STATUSES = ("finished", "failed", "interrupted", "timeout", "checked")
+# How each status reads at the head of the summary.
+HEADLINES = {"finished": "finished", "failed": "failed", "interrupted": "stopped",
+             "timeout": "timed out", "checked": "check passed"}
 
 
 @dataclass
@@ -24,7 +32,7 @@ class TrainingRun:
     precision: Optional[str] = None
     num_processes: int = 1
     ckpt_dir: Optional[str] = None
-    epochs: Optional[int] = None
+    epochs: Optional[int] = None  # trainer.current_epoch when the run ended (0-based)
     global_step: Optional[int] = None
     model: Any = field(default=None, repr=False)
     summary: Optional[str] = field(default=None, repr=False)
@@ -33,32 +41,73 @@ class TrainingRun:
     traceback: Optional[str] = field(default=None, repr=False)
     report: Any = field(default=None, repr=False)  # suggestions.Report when the run failed
     checks: dict[str, Any] = field(default_factory=dict, repr=False)  # what --check verified
+    max_epochs: Optional[int] = None  # the limits the run had, when known
+    max_steps: Optional[int] = None
+    name: str = field(default="lightning_run", repr=False)  # the variable it is bound to (--out)
 
     @property
     def ok(self) -> bool:
         return self.status in ("finished", "checked")
 
-    def _rows(self) -> list[tuple[str, str]]:
-        rows = [("status", self.status),
-                ("elapsed", f"{self.elapsed:.1f} s"),
-                ("devices", f"{self.accelerator} {self.devices} ({self.num_processes} "
-                            f"process{'es' if self.num_processes != 1 else ''})"),
+    @property
+    def headline(self) -> str:
+        """How the status reads: "finished", "stopped" (the user's choice), "check passed"..."""
+        return HEADLINES.get(self.status, self.status)
+
+    def epoch_reached(self) -> Optional[int]:
+        """The last epoch the run trained in, counted from 1."""
+        epochs = [row["epoch"] for row in self.history
+                  if isinstance(row.get("epoch"), int) and row.get("stage") != "epoch"]
+        if epochs:
+            reached = max(epochs) + 1
+        elif self.epochs is None:
+            return None
+        else:  # after a complete fit, current_epoch is the number of epochs done
+            reached = self.epochs if self.status == "finished" else self.epochs + 1
+        return min(reached, self.max_epochs) if self.max_epochs else reached
+
+    def progress_text(self) -> Optional[str]:
+        """'epoch 80 of 80 · step 960' (the limits only when known)."""
+        epoch = self.epoch_reached()
+        if epoch is None and self.global_step is None:
+            return None
+        parts = []
+        if epoch is not None:
+            parts.append(f"epoch {epoch}" + (f" of {self.max_epochs}" if self.max_epochs else ""))
+        if self.global_step is not None:
+            parts.append(f"step {self.global_step}"
+                         + (f" of {self.max_steps}" if self.max_steps else ""))
+        return " · ".join(parts)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The facts of the run, in the order both summaries show them (final metrics apart)."""
+        processes = f"{self.num_processes} process{'es' if self.num_processes != 1 else ''}"
+        rows = [("elapsed", f"{self.elapsed:.1f} s"),
+                ("devices", f"{self.accelerator} {self.devices} ({processes})"),
                 ("strategy", str(self.strategy)),
                 ("precision", str(self.precision))]
         if self.status == "checked":
             rows.append(("check", self.check_summary()))
-        elif self.epochs is not None:
-            rows.append(("epochs / steps", f"{self.epochs} / {self.global_step}"))
-        for name, value in sorted(self.metrics.items()):
-            rows.append((name, f"{value:.4g}"))
+        else:
+            reached = self.progress_text()
+            if reached:
+                rows.append(("reached" if self.status != "finished" else "trained", reached))
         if self.best_model_path:
             rows.append(("best checkpoint", self.best_model_path))
         if self.last_model_path:
             rows.append(("last checkpoint", self.last_model_path))
-        if self.report is not None:
-            rows.append(("what happened", self.report.title))
         if self.warnings:
-            rows.append(("warnings", f"{len(self.warnings)} (see .warnings)"))
+            count = len(self.warnings)
+            rows.append(("warnings", f"{count} warning{'s' if count != 1 else ''} in "
+                                     f"{self.name}.warnings"))
+        return rows
+
+    def metric_rows(self) -> list[tuple[str, str]]:
+        """The final value of each logged metric, by name."""
+        rows = []
+        for name, value in sorted(self.metrics.items(), key=lambda item: str(item[0])):
+            number = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+            rows.append((str(name), number))
         return rows
 
     def check_summary(self) -> str:
@@ -69,12 +118,15 @@ class TrainingRun:
             parts.append(f"all-reduce {'OK' if ok else 'WRONG: got ' + str(self.checks['all_reduce'])}")
         if "loss" in self.checks:
             parts.append(f"one forward/backward OK (loss {self.checks['loss']:.4g})")
-        return "; ".join(parts) + ". The configuration works."
+        return "; ".join(parts) + ". The configuration works; nothing was trained or saved."
 
     def __repr__(self) -> str:
-        width = max(len(k) for k, _ in self._rows())
-        lines = [f"TrainingRun {self.status}"]
-        lines += [f"  {k:<{width}}  {v}" for k, v in self._rows()[1:]]
+        rows = self.rows() + self.metric_rows()
+        if self.report is not None:
+            rows.append(("report", f"{self.name}.report"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"TrainingRun {self.headline}"]
+        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -87,14 +139,29 @@ class TrainingRun:
 
 
 class TrainingFailed(Exception):
-    """Ends a cell whose run did not finish, so that "Run all" stops, without rank tracebacks."""
+    """Ends a cell whose run did not finish, so that "Run all" stops, without rank tracebacks.
+
+    A run the user stopped is not a failure: it reads "Training stopped", in a calm colour."""
 
     def __init__(self, run: TrainingRun, out: str) -> None:
         self.run = run
         self.out = out
-        title = run.report.title if run.report is not None else run.status
-        super().__init__(f"{title} (status {run.status!r}; details on {out}, full traceback "
-                         f"in {out}.traceback)")
+        if run.status == "interrupted":
+            where = run.progress_text()
+            self.lead = "Training stopped"
+            self.detail = f"{'at ' + where if where else 'as asked'}. The run is on {out}"
+            if run.last_model_path or run.ckpt_dir:
+                self.detail += "; run the cell again with --resume last to continue"
+            self.detail += "."
+        else:
+            title = run.report.title if run.report is not None else run.status
+            self.lead = type(self).__name__
+            self.detail = (f"{title} (status {run.status!r}; details on {out}, full traceback "
+                           f"in {out}.traceback)")
+        super().__init__(self.detail if self.lead == type(self).__name__
+                         else f"{self.lead} {self.detail}")
 
     def _render_traceback_(self) -> list[str]:
-        return [f"\x1b[0;31m{type(self).__name__}\x1b[0m: {self}"]
+        colour = "34" if self.run.status == "interrupted" else "31"  # blue: the user's choice
+        separator = " " if self.run.status == "interrupted" else ": "
+        return [f"\x1b[0;{colour}m{self.lead}\x1b[0m{separator}{self.detail}"]

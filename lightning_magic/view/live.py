@@ -3,8 +3,9 @@
 In a notebook (any frontend that renders HTML: JupyterLab, Notebook 7, VS Code) the view is plain
 HTML with an inline SVG chart, no JavaScript and no widget, updated through its display id at most
 once per ``min_interval``; at the end it becomes the run's summary. In a terminal IPython it is a
-single text line rewritten with ``\\r``. Events arrive on the caller's thread; the drawing
-itself is in ``charts``.
+single text line rewritten with ``\\r``, first written at the first step. Events arrive on the
+caller's thread; the drawing itself is in ``render`` and ``charts``. Epochs are counted as the user
+counts them: epoch 1 of 80 ... epoch 80 of 80.
 """
 
 from __future__ import annotations
@@ -115,9 +116,10 @@ class Progress:
         elif kind in ("step", "validation"):
             self.epoch = event.get("epoch", self.epoch)
             self.step = event.get("step", self.step)
-            if isinstance(self.epoch, int) and isinstance(self.step, (int, float)) \
-                    and (not self.epochs or self.epoch > self.epochs[-1][0]):
-                self.epochs.append((self.epoch, float(self.step)))
+            shown = self.epoch_shown()
+            if shown is not None and isinstance(self.step, (int, float)) \
+                    and (not self.epochs or shown > self.epochs[-1][0]):
+                self.epochs.append((shown, float(self.step)))
             for name, value in (event.get("metrics") or {}).items():
                 value = finite(value)
                 if value is not None:
@@ -169,14 +171,22 @@ class Progress:
         steps = (k1 - k0) / (t1 - t0) if k0 is not None and k1 is not None else None
         return samples, steps
 
+    def epoch_shown(self) -> Optional[int]:
+        """The epoch in progress counted from 1 (Lightning's ``current_epoch`` + 1); after the
+        last one Lightning's count moves past the end, and this stays on the last."""
+        if not isinstance(self.epoch, int):
+            return None
+        shown = self.epoch + 1
+        return min(shown, self.max_epochs) if self.max_epochs else shown
+
     def position(self) -> list[str]:
-        """["epoch 1/4", "step 120/500"]: 0-based epochs, as Lightning counts them."""
+        """["epoch 2 of 4", "step 120 of 500"]: epochs counted from 1, as the user counts."""
         parts = []
-        if self.epoch is not None:
-            last = f"/{self.max_epochs - 1}" if self.max_epochs else ""
-            parts.append(f"epoch {self.epoch}{last}")
+        epoch = self.epoch_shown()
+        if epoch is not None:
+            parts.append(f"epoch {epoch}" + (f" of {self.max_epochs}" if self.max_epochs else ""))
         if self.step is not None:
-            parts.append(f"step {self.step}" + (f"/{self.max_steps}" if self.max_steps else ""))
+            parts.append(f"step {self.step}" + (f" of {self.max_steps}" if self.max_steps else ""))
         return parts
 
     def rate_text(self) -> str:
@@ -279,6 +289,8 @@ class LiveView:
                 self._render()
 
     def _render(self) -> None:
+        if self._frontend == "text" and self.progress.step is None:
+            return  # no line for a run that never reached a step
         self._last, self._dirty = self.clock(), False
         if self._frontend == "text":
             self._write_line()

@@ -167,3 +167,38 @@ def test_real_gpus_in_the_table_and_the_kernel_holds_no_gpu_memory(ip):
         assert gpu["name"] in html
     pids = [p["pid"] for gpu in report.reading["gpus"] for p in gpu["processes"]]
     assert os.getpid() not in pids
+
+
+def test_the_gpus_this_kernel_can_use_are_marked(ip, fake_nvml, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    reading = readings.snapshot()
+    if "cuda_index" not in reading["gpus"][0]:
+        pytest.skip("these readings do not carry cuda_index yet")
+    data = formatted(ip, GpuStatusReport(reading))
+
+    assert "In this kernel" in data["text/html"] and "<b>cuda:0</b>" in data["text/html"]
+    assert "hidden</td>" in data["text/html"] and 'class="lm-hidden"' in data["text/html"]
+    assert "Running on this machine · CUDA_VISIBLE_DEVICES='1'" in data["text/plain"]
+    text = data["text/plain"]
+    assert "GPU 0  NVIDIA A100-SXM4-80GB  (hidden from this kernel by CUDA_VISIBLE_DEVICES)" in text
+    assert "GPU 1  NVIDIA GeForce RTX 3090  (cuda:0 in this kernel)" in text
+
+
+def test_readings_without_cuda_index_or_environment_still_render(ip, fake_nvml):
+    reading = readings.snapshot()
+    reading.pop("environment", None)
+    for gpu in reading["gpus"]:
+        gpu.pop("cuda_index", None)
+    data = formatted(ip, GpuStatusReport(reading))
+
+    assert "In this kernel" not in data["text/html"] and "cuda:" not in data["text/plain"]
+    assert "NVIDIA A100-SXM4-80GB" in data["text/html"] and "Running on" not in data["text/plain"]
+
+
+def test_an_environment_other_than_a_plain_machine_is_named(ip, nvml_missing):
+    reading = dict(readings.snapshot(), environment={
+        "kind": "slurm", "label": "SLURM job 42 on node7", "details": {"job_id": "42"}})
+    data = formatted(ip, GpuStatusReport(reading))
+
+    assert "Running on SLURM job 42 on node7" in data["text/plain"]
+    assert 'class="lm-environment">Running on SLURM job 42 on node7<' in data["text/html"]

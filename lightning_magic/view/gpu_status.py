@@ -1,6 +1,10 @@
 """What ``%gpu_status`` shows: one reading of the machine as an HTML table (notebooks) or as
 text (terminals). Rendering only; the reading comes from ``readings.snapshot()``, which never
-touches torch or CUDA. A field a device does not report is shown as "n/a", never as 0."""
+touches torch or CUDA. A field a device does not report is shown as "n/a", never as 0.
+
+Where the reading says so, it also shows where this kernel runs (``environment``) and which GPUs
+it can use: each GPU's ``cuda_index`` is the number CUDA gives it here (``cuda:0``), or None when
+``CUDA_VISIBLE_DEVICES`` hides it from this process. Readings without those keys show as before."""
 
 from __future__ import annotations
 
@@ -48,6 +52,28 @@ def _ecc(errors: dict) -> str:
     return f"{_value(errors['corrected'])} corr., {_value(errors['uncorrected'])} uncorr."
 
 
+def cuda_label(gpu: dict) -> str | None:
+    """"cuda:0" for a GPU this kernel can use, "hidden" for one CUDA_VISIBLE_DEVICES hides, None
+    when the reading does not say."""
+    if "cuda_index" not in gpu:
+        return None
+    index = gpu["cuda_index"]
+    return f"cuda:{index}" if isinstance(index, int) else "hidden"
+
+
+def _environment_line(reading: dict) -> str | None:
+    environment = reading.get("environment")
+    if not isinstance(environment, dict) or not environment.get("label"):
+        return None
+    visible = (environment.get("details") or {}).get("cuda_visible_devices")
+    if environment.get("kind") == "local" and visible is None:
+        return None  # a plain machine with every GPU usable: nothing to say
+    line = f"Running on {environment['label']}"
+    if visible is not None:
+        line += f" · CUDA_VISIBLE_DEVICES={visible!r}"
+    return line
+
+
 def describe_process(process: dict) -> str:
     """Who a GPU process is: its notebook or kernel, its rank, else its command."""
     parts = []
@@ -89,10 +115,15 @@ class GpuStatusReport:
             lines.append(f"NVIDIA driver {_value(nvml['driver_version'])}: no GPU found.")
         else:
             lines.append(f"NVIDIA driver {_value(nvml['driver_version'])}, {len(gpus)} GPU(s)")
+        lines += [line for line in [_environment_line(reading)] if line]
         for gpu in gpus:
             memory = gpu["memory"]
+            cuda = cuda_label(gpu)
+            usable = "" if cuda is None else (
+                f"  ({cuda} in this kernel)" if cuda != "hidden"
+                else "  (hidden from this kernel by CUDA_VISIBLE_DEVICES)")
             lines.append(
-                f"GPU {gpu['index']}  {gpu['name'] or NA}\n"
+                f"GPU {gpu['index']}  {gpu['name'] or NA}{usable}\n"
                 f"  utilization {_text_bar(gpu['utilization']['gpu'])}"
                 f"  memory {_text_bar(_share(memory['used'], memory['total']))}"
                 f" {_used_of(memory['used'], memory['total'])}\n"
@@ -127,6 +158,7 @@ class GpuStatusReport:
         reading = self.reading
         nvml, gpus = reading["nvml"], reading["gpus"]
         parts = [_STYLE, '<div class="lm-gpu-status">']
+        environment = _environment_line(reading)
         if not nvml["available"]:
             parts.append('<div class="lm-unavailable" role="status"><strong>NVML unavailable:'
                          f"</strong> {escape(nvml['reason'] or 'unknown reason')}</div>")
@@ -136,6 +168,9 @@ class GpuStatusReport:
         else:
             parts.append(f"<div>NVIDIA driver {escape(_value(nvml['driver_version']))}, "
                          f"{len(gpus)} GPU(s)</div>")
+        if environment:
+            parts.append(f'<div class="lm-environment">{escape(environment)}</div>')
+        if gpus:
             parts.append(_gpu_table(gpus))
         parts.append(_system_table(reading))
         parts.append("</div>")
@@ -162,12 +197,14 @@ def _html_bar(percent: float | None, label: str, caption: str) -> str:
 
 def _gpu_table(gpus: list[dict]) -> str:
     rows = []
+    with_cuda = any("cuda_index" in gpu for gpu in gpus)
     for gpu in gpus:
         util, memory = gpu["utilization"]["gpu"], gpu["memory"]
         share = _share(memory["used"], memory["total"])
         name = f"GPU {gpu['index']}"
         cells = [
             f"<th scope=\"row\">{gpu['index']}</th><td>{escape(gpu['name'] or NA)}</td>",
+            _cuda_cell(gpu) if with_cuda else "",
             f"<td>{_html_bar(util, f'{name} utilization', _value(util, ' %'))}</td>",
             f"<td>{_html_bar(share, f'{name} memory', _used_of(memory['used'], memory['total']))}"
             "</td>",
@@ -178,7 +215,8 @@ def _gpu_table(gpus: list[dict]) -> str:
             f"<td>{escape(gpu['performance_state'] or NA)}</td>",
             f"<td>{escape(_ecc(gpu['ecc_errors']))}</td>",
         ]
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+        hidden = ' class="lm-hidden"' if cuda_label(gpu) == "hidden" else ""
+        rows.append(f"<tr{hidden}>{''.join(cells)}</tr>")
         details = []
         if gpu["error"]:
             details.append(f'<div class="lm-error" role="alert">{escape(gpu["error"])}</div>')
@@ -195,12 +233,22 @@ def _gpu_table(gpus: list[dict]) -> str:
                 "</div>")
         if details:
             rows.append('<tr class="lm-details"><td></td>'
-                        f'<td colspan="9">{"".join(details)}</td></tr>')
+                        f'<td colspan="{10 if with_cuda else 9}">{"".join(details)}</td></tr>')
     head = "".join(f'<th scope="col">{h}</th>' for h in (
-        "GPU", "Name", "Utilization", "Memory", "Temp.", "Power draw / limit",
-        "Clocks SM / memory", "Fan", "Perf.", "ECC errors"))
+        "GPU", "Name", *(["In this kernel"] if with_cuda else []), "Utilization", "Memory",
+        "Temp.", "Power draw / limit", "Clocks SM / memory", "Fan", "Perf.", "ECC errors"))
     return (f'<table class="lm-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _cuda_cell(gpu: dict) -> str:
+    label = cuda_label(gpu)
+    if label is None:
+        return f'<td class="lm-na">{NA}</td>'
+    if label == "hidden":
+        return ('<td class="lm-na" title="CUDA_VISIBLE_DEVICES hides this GPU from this kernel">'
+                "hidden</td>")
+    return f'<td title="torch and Lightning call this GPU {label} here"><b>{label}</b></td>'
 
 
 def _system_table(reading: dict) -> str:
@@ -228,7 +276,7 @@ def _system_row(title: str, bar: str, extra: str) -> str:
 
 
 _STYLE = """<style>
-.lm-gpu-status { font-size: var(--jp-ui-font-size1, 13px); }
+.lm-gpu-status { font-size: var(--jp-ui-font-size1, 13px); color: var(--jp-ui-font-color1, inherit); }
 .lm-gpu-status .lm-table { border-collapse: collapse; margin: 4px 0; }
 .lm-gpu-status .lm-table th, .lm-gpu-status .lm-table td {
   padding: 2px 8px; text-align: left; vertical-align: middle; white-space: nowrap; }
@@ -239,12 +287,19 @@ _STYLE = """<style>
 .lm-gpu-status .lm-fill { height: 100%; background: var(--jp-brand-color1, #1976d2);
   border-radius: 2px; }
 .lm-gpu-status .lm-caption { font-variant-numeric: tabular-nums; }
-.lm-gpu-status .lm-na { color: var(--jp-ui-font-color2, #757575); }
+.lm-gpu-status .lm-na { color: var(--jp-ui-font-color2, #616161); }
 .lm-gpu-status .lm-cores { display: inline-flex; gap: 1px; height: 16px; align-items: flex-end; }
 .lm-gpu-status .lm-core { width: 5px; height: 16px; display: flex; align-items: flex-end;
   background: var(--jp-layout-color3, #e0e0e0); }
 .lm-gpu-status .lm-core > div { width: 100%; background: var(--jp-brand-color1, #1976d2); }
 .lm-gpu-status .lm-unavailable { padding: 4px 8px; border-left: 3px solid
-  var(--jp-warn-color1, #f57c00); background: var(--jp-warn-color3, #fff3e0); }
-.lm-gpu-status .lm-error { color: var(--jp-error-color1, #d32f2f); }
+  var(--jp-warn-color1, #f57c00); color: var(--jp-ui-font-color1, #212121);
+  background: var(--jp-layout-color2, #eeeeee);
+  background: color-mix(in srgb, var(--jp-warn-color1, #f57c00) 14%,
+                        var(--jp-layout-color1, #ffffff)); }
+.lm-gpu-status .lm-environment { color: var(--jp-ui-font-color1, #212121); margin-bottom: 2px; }
+.lm-gpu-status .lm-hidden th, .lm-gpu-status .lm-hidden td {
+  color: var(--jp-ui-font-color2, #616161); }
+.lm-gpu-status .lm-error { color: var(--jp-ui-font-color1, #212121);
+  border-left: 3px solid var(--jp-error-color1, #d32f2f); padding-left: 6px; }
 </style>"""

@@ -180,8 +180,9 @@ def test_the_gpus_this_kernel_can_use_are_marked(ip, fake_nvml, monkeypatch):
     assert "hidden</td>" in data["text/html"] and 'class="lm-hidden"' in data["text/html"]
     assert "Running on this machine · CUDA_VISIBLE_DEVICES='1'" in data["text/plain"]
     text = data["text/plain"]
-    assert "GPU 0  NVIDIA A100-SXM4-80GB  (hidden from this kernel by CUDA_VISIBLE_DEVICES)" in text
-    assert "GPU 1  NVIDIA GeForce RTX 3090  (cuda:0 in this kernel)" in text
+    # CUDA numbers the newer RTX 3090 (compute 8.6) first, so its device 1 is the A100
+    assert "GPU 0  NVIDIA A100-SXM4-80GB  (cuda:0 in this kernel)" in text
+    assert "GPU 1  NVIDIA GeForce RTX 3090  (hidden from this kernel by CUDA_VISIBLE_DEVICES)" in text
 
 
 def test_readings_without_cuda_index_or_environment_still_render(ip, fake_nvml):

@@ -7,51 +7,86 @@ that names the flag, the value given and what is allowed.
 
 from __future__ import annotations
 
-import keyword
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, Union
 
 from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from . import flag_values as check
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+PRECISION_CHOICES = ("32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32-true",
+                     "64-true", "16", "bf16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PROGRESS_MODES = ("live", "bar", "none")
+LOGGERS = ("auto", "csv", "tensorboard", "none")
+MODES = ("min", "max")
+PROFILERS = ("simple", "advanced", "pytorch")
+CLIP_ALGORITHMS = ("norm", "value")
+HARDWARE = ("accelerator", "devices", "strategy", "precision")
+# The Trainer arguments the flags set, under the Trainer's names (hardware apart: HARDWARE).
+TRAINER_ARGUMENTS = (
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches",
+    "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches",
+    "val_check_interval", "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps",
+    "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "deterministic",
+    "benchmark", "inference_mode", "use_distributed_sampler", "profiler", "detect_anomaly",
+    "barebones", "sync_batchnorm", "reload_dataloaders_every_n_epochs", "fast_dev_run",
+)
 
 Number = Union[int, float]
 
 
 @dataclass(frozen=True)
 class TrainFlags:
-    """Every setting of one ``%%lightning_train`` cell, validated, with Trainer names."""
+    """Every setting of one ``%%lightning_train`` cell, validated, with Trainer names.
 
-    devices: str = "auto"
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    strategy: str = "auto"
+    A field named after a Trainer argument is None when its flag was not given, so the cell's
+    own Trainer (or Lightning's default) decides it.
+    """
+
+    devices: Optional[str] = None
+    accelerator: Optional[str] = None
+    precision: Optional[str] = None
+    strategy: Optional[str] = None
     model: Optional[str] = None
     data: Optional[str] = None
     val_data: Optional[str] = None
     max_epochs: Optional[int] = None
     min_epochs: Optional[int] = None
-    max_steps: int = -1
-    max_time: Optional[str] = None  # Lightning's "DD:HH:MM:SS"
+    max_steps: Optional[int] = None
     min_steps: Optional[int] = None
+    max_time: Optional[str] = None  # Lightning's "DD:HH:MM:SS"
     limit_train_batches: Optional[Number] = None
     limit_val_batches: Optional[Number] = None
+    limit_test_batches: Optional[Number] = None
+    limit_predict_batches: Optional[Number] = None
+    overfit_batches: Optional[Number] = None
     val_check_interval: Optional[Number] = None
-    check_val_every_n_epoch: Optional[int] = 1
+    check_val_every_n_epoch: Optional[int] = None
     num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
     gradient_clip_val: Optional[float] = None
-    accumulate_grad_batches: int = 1
-    deterministic: bool = False
-    benchmark: bool = False
-    fast_dev_run: Union[bool, int] = False
+    gradient_clip_algorithm: Optional[str] = None
+    accumulate_grad_batches: Optional[int] = None
+    deterministic: Optional[bool] = None
+    benchmark: Optional[bool] = None
+    inference_mode: Optional[bool] = None
+    use_distributed_sampler: Optional[bool] = None
+    profiler: Optional[str] = None
+    detect_anomaly: Optional[bool] = None
+    barebones: Optional[bool] = None
+    sync_batchnorm: Optional[bool] = None
+    reload_dataloaders_every_n_epochs: Optional[int] = None
+    fast_dev_run: Optional[Union[bool, int]] = None
     seed: Optional[int] = None
     ckpt_dir: Optional[str] = None
     resume: Optional[str] = None
+    monitor: Optional[str] = None
+    mode: Optional[str] = None  # with monitor; None means "min"
+    logger: str = "auto"
     out: str = "lightning_run"
     timeout: Optional[float] = None
     check: bool = False
@@ -60,31 +95,30 @@ class TrainFlags:
     num_nodes: int = 1
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """The Trainer arguments these flags set (device, strategy and precision excluded)."""
-        names = (
-            "max_epochs", "min_epochs", "max_steps", "max_time", "min_steps",
-            "limit_train_batches",
-            "limit_val_batches", "val_check_interval", "check_val_every_n_epoch",
-            "num_sanity_val_steps", "gradient_clip_val", "accumulate_grad_batches",
-            "deterministic", "benchmark", "fast_dev_run",
-        )
-        defaults = TrainFlags()
-        return {n: getattr(self, n) for n in names if getattr(self, n) != getattr(defaults, n)}
+        """Exactly the Trainer arguments the flags gave (device, accelerator, strategy and
+        precision excluded: ``hardware_given``)."""
+        return {n: getattr(self, n) for n in TRAINER_ARGUMENTS if getattr(self, n) is not None}
+
+    def hardware_given(self) -> dict[str, str]:
+        """The given ones of --accelerator, --devices, --strategy and --precision, normalized
+        (accelerator 'cuda' is 'gpu', precision '32' is '32-true')."""
+        return {n: getattr(self, n) for n in HARDWARE if getattr(self, n) is not None}
 
 
 def declare(func: Callable) -> Callable:
     """Attach every ``%%lightning_train`` flag to ``func`` (IPython magic_arguments)."""
     decorators = [
         magic_arguments(),
-        argument("--devices", default="auto", metavar="SPEC",
+        argument("--devices", metavar="SPEC",
                  help="Which devices to train on: 'auto' (every GPU NVML sees, else one CPU "
                       "process), 'cpu', a count N, a list of GPU indices '0,1', or 'gpu:0,gpu:1'. "
-                      "With --accelerator cpu, N is the number of CPU processes."),
-        argument("--accelerator", default="auto", metavar="{auto,cpu,gpu}",
+                      "With --accelerator cpu, N is the number of CPU processes (at most "
+                      f"{check.CPU_PROCESSES_PER_CORE} per core)."),
+        argument("--accelerator", metavar="{auto,cpu,gpu}",
                  help="'auto' (GPU when one is selected, else CPU), 'cpu' or 'gpu'."),
-        argument("--precision", default="32", metavar="{32,16-mixed,bf16-mixed,16-true,bf16-true,64}",
+        argument("--precision", metavar="{32,16-mixed,bf16-mixed,16-true,bf16-true,64}",
                  help="Trainer precision, checked against the hardware before anything runs."),
-        argument("--strategy", default="auto",
+        argument("--strategy",
                  metavar="{auto,ddp_notebook,ddp_notebook_find_unused_parameters_true}",
                  help="'auto' runs every training in forked processes (ddp_notebook for more than "
                       "one device). Strategies that need a script launch are refused."),
@@ -99,31 +133,64 @@ def declare(func: Callable) -> Callable:
         argument("--min-steps", metavar="N", help="Train at least N steps."),
         argument("--max-time", metavar="DD:HH:MM:SS",
                  help="Stop training (with a checkpoint) after this long: DD:HH:MM:SS, "
-                      "HH:MM:SS, or seconds."),
+                      "HH:MM:SS, or seconds; at most 365 days."),
         argument("--limit-train-batches", metavar="N|F",
                  help="Batches per epoch: a count (10) or a fraction (0.25)."),
         argument("--limit-val-batches", metavar="N|F",
                  help="Validation batches: a count (10) or a fraction (0.25)."),
+        argument("--limit-test-batches", metavar="N|F",
+                 help="Test batches: a count (10) or a fraction (0.25)."),
+        argument("--limit-predict-batches", metavar="N|F",
+                 help="Prediction batches: a count (10) or a fraction (0.25)."),
+        argument("--overfit-batches", metavar="N|F",
+                 help="Train and validate on the same N batches (or fraction F) to check that "
+                      "the model can overfit them."),
         argument("--val-check-interval", metavar="N|F",
                  help="Validate every N training batches, or every fraction F of an epoch."),
         argument("--check-val-every-n-epoch", metavar="N", help="Validate every N epochs."),
         argument("--num-sanity-val-steps", metavar="N",
                  help="Validation batches to run before training (-1: all)."),
+        argument("--log-every-n-steps", metavar="N", help="Log metrics every N training steps."),
         argument("--gradient-clip-val", metavar="X", help="Clip gradients at this value."),
+        argument("--gradient-clip-algorithm", metavar="{norm,value}",
+                 help="Clip the gradients' norm (default) or each value."),
         argument("--accumulate-grad-batches", metavar="N",
                  help="Accumulate gradients over N batches per optimizer step."),
-        argument("--deterministic", action="store_true",
+        argument("--deterministic", action="store_true", default=None,
                  help="Use deterministic algorithms (Trainer deterministic=True)."),
-        argument("--benchmark", action="store_true", help="Enable cudnn.benchmark."),
+        argument("--benchmark", action="store_true", default=None,
+                 help="Enable cudnn.benchmark."),
+        argument("--no-inference-mode", dest="inference_mode", action="store_false",
+                 default=None, help="Validate and predict under torch.no_grad instead of "
+                                    "torch.inference_mode (Trainer inference_mode=False)."),
+        argument("--no-distributed-sampler", dest="use_distributed_sampler",
+                 action="store_false", default=None,
+                 help="Keep the DataLoaders' own samplers (use_distributed_sampler=False)."),
+        argument("--profiler", metavar="{simple,advanced,pytorch}",
+                 help="Profile the run with one of Lightning's profilers."),
+        argument("--detect-anomaly", action="store_true", default=None,
+                 help="Turn on torch.autograd's anomaly detection."),
+        argument("--barebones", action="store_true", default=None,
+                 help="Lightning's minimal-overhead mode (no logging, no Lightning checkpoints)."),
+        argument("--sync-batchnorm", action="store_true", default=None,
+                 help="Synchronize batch norm statistics across the processes."),
+        argument("--reload-dataloaders-every-n-epochs", metavar="N",
+                 help="Make the DataLoaders again every N epochs (0: never)."),
         argument("--fast-dev-run", nargs="?", const="1", default=None, metavar="N",
                  help="Run N batches (default 1) of train and validation as a smoke test."),
         argument("--seed", metavar="N", help="seed_everything(N) in every rank."),
         argument("--ckpt-dir", metavar="DIR",
                  help="Where checkpoints go (default: a new folder under lightning_runs/ next "
-                      "to the notebook)."),
+                      "to the notebook); it must be a directory you can write, or creatable."),
         argument("--resume", metavar="{last,PATH}",
                  help="Continue from the last checkpoint of --ckpt-dir ('last') or from PATH, "
                       "optimizer state included."),
+        argument("--monitor", metavar="METRIC",
+                 help="The logged metric the default checkpoint watches (best_model_path)."),
+        argument("--mode", metavar="{min,max}",
+                 help="With --monitor: whether lower (min, the default) or higher is better."),
+        argument("--logger", default="auto", metavar="{auto,csv,tensorboard,none}",
+                 help="'auto': the cell's logger, else TensorBoard when installed, else CSV."),
         argument("--out", default="lightning_run", metavar="NAME",
                  help="Variable that receives the TrainingRun (default: lightning_run)."),
         argument("--timeout", metavar="SECONDS",
@@ -145,60 +212,102 @@ def declare(func: Callable) -> Callable:
 
 
 def parse(line: str, magic_func: Callable) -> TrainFlags:
-    """Parse and validate the flags of a ``%%lightning_train`` line."""
+    """Parse and validate the flags of a ``%%lightning_train`` line (quotes as in a shell)."""
     try:
-        args = parse_argstring(magic_func, line)
+        parser = magic_func.parser
+        try:
+            args, extras = parser.parse_known_args(check.split_line(line))
+        except UsageError as exc:
+            if str(exc).startswith("%%lightning_train"):
+                raise
+            raise UsageError(f"%%lightning_train: {exc}") from None
+        if extras:
+            declared = [o for a in parser._actions for o in a.option_strings]
+            raise check.unknown_words(extras, declared)
+        return from_namespace(vars(args))
     except UsageError as exc:
-        raise UsageError(f"%%lightning_train: {exc}") from None
-    except ValueError as exc:  # unbalanced quotes from shlex
-        raise UsageError(f"%%lightning_train: cannot read the flags {line!r}: {exc}.") from None
-    return from_namespace(vars(args))
+        raise UsageError(check.one_line(str(exc))) from None
 
 
 def from_namespace(raw: dict[str, Any]) -> TrainFlags:
-    precision = _choice("--precision", str(raw["precision"]), PRECISIONS + tuple(PRECISION_ALIASES))
-    if precision in PRECISION_ALIASES:
-        precision = PRECISION_ALIASES[precision]
-    accelerator = _choice("--accelerator", raw["accelerator"], ACCELERATORS)
-    if accelerator == "cuda":
-        accelerator = "gpu"
+    raw = {name: raw.get(name, default) for name, default in _DEFAULTS.items()}
+    check.refuse_empty(raw)
+    precision, accelerator = raw["precision"], raw["accelerator"]
+    if precision is not None:
+        precision = check.choice("--precision", str(precision), PRECISION_CHOICES,
+                                 shown=PRECISION_CHOICES[:-2])
+        precision = PRECISION_ALIASES.get(precision, precision)
+    if accelerator is not None:
+        accelerator = check.choice("--accelerator", accelerator, ACCELERATORS)
+        accelerator = "gpu" if accelerator == "cuda" else accelerator
+    integer, fraction, real = check.integer, check.count_or_fraction, check.real
+
+    def given(name: str) -> Optional[str]:  # empty values were refused above
+        return None if raw[name] is None else str(raw[name]).strip()
+
     values: dict[str, Any] = dict(
-        devices=_nonempty("--devices", raw["devices"]),
+        devices=check.devices("--devices", raw["devices"], accelerator),
         accelerator=accelerator,
         precision=precision,
-        strategy=_nonempty("--strategy", raw["strategy"]),
-        model=_identifier("--model", raw["model"]),
-        data=_identifier("--data", raw["data"]),
-        val_data=_identifier("--val-data", raw["val_data"]),
-        max_epochs=_integer("--max-epochs", raw["max_epochs"], minimum=-1),
-        min_epochs=_integer("--min-epochs", raw["min_epochs"], minimum=0),
-        max_steps=_integer("--max-steps", raw["max_steps"], minimum=-1, default=-1),
-        min_steps=_integer("--min-steps", raw["min_steps"], minimum=0),
-        max_time=_duration("--max-time", raw["max_time"]),
-        limit_train_batches=_count_or_fraction("--limit-train-batches", raw["limit_train_batches"]),
-        limit_val_batches=_count_or_fraction("--limit-val-batches", raw["limit_val_batches"]),
-        val_check_interval=_count_or_fraction("--val-check-interval", raw["val_check_interval"],
-                                              allow_zero=False),
-        check_val_every_n_epoch=_integer("--check-val-every-n-epoch",
-                                         raw["check_val_every_n_epoch"], minimum=1, default=1),
-        num_sanity_val_steps=_integer("--num-sanity-val-steps", raw["num_sanity_val_steps"],
-                                      minimum=-1),
-        gradient_clip_val=_real("--gradient-clip-val", raw["gradient_clip_val"], minimum=0.0),
-        accumulate_grad_batches=_integer("--accumulate-grad-batches",
-                                         raw["accumulate_grad_batches"], minimum=1, default=1),
-        deterministic=bool(raw["deterministic"]),
-        benchmark=bool(raw["benchmark"]),
-        fast_dev_run=_fast_dev_run(raw["fast_dev_run"]),
-        seed=_integer("--seed", raw["seed"], minimum=0, maximum=2**32 - 1),
-        ckpt_dir=_nonempty("--ckpt-dir", raw["ckpt_dir"]) if raw["ckpt_dir"] is not None else None,
-        resume=_nonempty("--resume", raw["resume"]) if raw["resume"] is not None else None,
-        out=_identifier("--out", raw["out"]) or "lightning_run",
-        timeout=_real("--timeout", raw["timeout"], minimum=0.0, exclusive=True),
+        strategy=given("strategy"),
+        model=check.identifier("--model", raw["model"]),
+        data=check.identifier("--data", raw["data"]),
+        val_data=check.identifier("--val-data", raw["val_data"]),
+        max_epochs=integer("--max-epochs", raw["max_epochs"], minimum=-1),
+        min_epochs=integer("--min-epochs", raw["min_epochs"], minimum=0),
+        max_steps=integer("--max-steps", raw["max_steps"], minimum=-1),
+        min_steps=integer("--min-steps", raw["min_steps"], minimum=0),
+        max_time=check.duration("--max-time", raw["max_time"]),
+        limit_train_batches=fraction("--limit-train-batches", raw["limit_train_batches"]),
+        limit_val_batches=fraction("--limit-val-batches", raw["limit_val_batches"]),
+        limit_test_batches=fraction("--limit-test-batches", raw["limit_test_batches"]),
+        limit_predict_batches=fraction("--limit-predict-batches", raw["limit_predict_batches"]),
+        overfit_batches=fraction("--overfit-batches", raw["overfit_batches"]),
+        val_check_interval=fraction("--val-check-interval", raw["val_check_interval"],
+                                    allow_zero=False),
+        check_val_every_n_epoch=integer("--check-val-every-n-epoch",
+                                        raw["check_val_every_n_epoch"], minimum=1),
+        num_sanity_val_steps=integer("--num-sanity-val-steps", raw["num_sanity_val_steps"],
+                                     minimum=-1),
+        log_every_n_steps=integer("--log-every-n-steps", raw["log_every_n_steps"], minimum=1),
+        gradient_clip_val=real("--gradient-clip-val", raw["gradient_clip_val"], minimum=0.0),
+        gradient_clip_algorithm=check.optional_choice(
+            "--gradient-clip-algorithm", raw["gradient_clip_algorithm"], CLIP_ALGORITHMS),
+        accumulate_grad_batches=integer("--accumulate-grad-batches",
+                                        raw["accumulate_grad_batches"], minimum=1),
+        deterministic=raw["deterministic"], benchmark=raw["benchmark"],
+        inference_mode=raw["inference_mode"],
+        use_distributed_sampler=raw["use_distributed_sampler"],
+        profiler=check.optional_choice("--profiler", raw["profiler"], PROFILERS),
+        detect_anomaly=raw["detect_anomaly"], barebones=raw["barebones"],
+        sync_batchnorm=raw["sync_batchnorm"],
+        reload_dataloaders_every_n_epochs=integer("--reload-dataloaders-every-n-epochs",
+                                                  raw["reload_dataloaders_every_n_epochs"],
+                                                  minimum=0),
+        fast_dev_run=check.fast_dev_run(raw["fast_dev_run"]),
+        seed=integer("--seed", raw["seed"], minimum=0, maximum=2**32 - 1),
+        ckpt_dir=check.directory("--ckpt-dir", raw["ckpt_dir"]),
+        resume=given("resume"),
+        monitor=given("monitor"),
+        mode=check.optional_choice("--mode", raw["mode"], MODES),
+        logger=check.choice("--logger", raw["logger"], LOGGERS),
+        out=check.out_name("--out", raw["out"]),
+        timeout=real("--timeout", raw["timeout"], minimum=0.0, exclusive=True,
+                     maximum=check.MAX_DURATION_S),
         check=bool(raw["check"]),
-        progress=_choice("--progress", raw["progress"], PROGRESS_MODES),
-        export=_nonempty("--export", raw["export"]) if raw["export"] is not None else None,
-        num_nodes=_integer("--num-nodes", raw["num_nodes"], minimum=1, default=1),
+        progress=check.choice("--progress", raw["progress"], PROGRESS_MODES),
+        export=check.output_file("--export", raw["export"]),
+        num_nodes=integer("--num-nodes", raw["num_nodes"], minimum=1) or 1,
     )
+    _check_together(values)
+    return TrainFlags(**values)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainFlags)}
+_DEFAULTS["num_nodes"] = None
+
+
+def _check_together(values: dict[str, Any]) -> None:
     if values["num_nodes"] != 1 and values["export"] is None:
         raise UsageError(
             f"--num-nodes {values['num_nodes']}: a notebook trains on this machine only; "
@@ -210,117 +319,9 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
             f"--min-epochs {values['min_epochs']} is larger than --max-epochs "
             f"{values['max_epochs']}: lower --min-epochs or raise --max-epochs."
         )
+    if values["mode"] is not None and values["monitor"] is None:
+        raise UsageError(f"--mode {values['mode']} needs --monitor METRIC: it says whether lower "
+                         "or higher values of that metric are better, e.g. "
+                         f"--monitor val_loss --mode {values['mode']}.")
     if values["check"] and values["export"]:
         raise UsageError("--check and --export do not go together: use one of them.")
-    return TrainFlags(**values)
-
-
-# -- validators: each names the flag, the value given, and what is allowed ----------------------
-
-def _choice(flag: str, value: str, allowed: tuple[str, ...]) -> str:
-    value = str(value).strip().lower()
-    if value not in allowed:
-        shown = ", ".join(a for a in allowed if a not in PRECISION_ALIASES or a in ("32", "64"))
-        raise UsageError(f"{flag} {value!r} is not one of: {shown}.")
-    return value
-
-
-def _nonempty(flag: str, value: Optional[str]) -> str:
-    if value is None or not str(value).strip():
-        raise UsageError(f"{flag} needs a value, got an empty one.")
-    return str(value).strip()
-
-
-def _identifier(flag: str, value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    if not str(value).isidentifier() or keyword.iskeyword(value):
-        raise UsageError(f"{flag} {value!r} is not a Python variable name (for example: my_model).")
-    return str(value)
-
-
-def _integer(flag: str, value: Optional[str], *, minimum: Optional[int] = None,
-             maximum: Optional[int] = None, default: Optional[int] = None) -> Optional[int]:
-    if value is None:
-        return default
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not a whole number.") from None
-    if minimum is not None and number < minimum:
-        raise UsageError(f"{flag} {number} is too small: the smallest allowed value is {minimum}.")
-    if maximum is not None and number > maximum:
-        raise UsageError(f"{flag} {number} is too large: the largest allowed value is {maximum}.")
-    return number
-
-
-def _real(flag: str, value: Optional[str], *, minimum: float = 0.0,
-          exclusive: bool = False) -> Optional[float]:
-    if value is None:
-        return None
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise UsageError(f"{flag} {value!r} is not a number.") from None
-    if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
-        bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
-        raise UsageError(f"{flag} {value!r} must be a finite number {bound}.")
-    return number
-
-
-def _count_or_fraction(flag: str, value: Optional[str], *, allow_zero: bool = True) -> Optional[Number]:
-    """'10' -> 10 batches, '0.25' -> a quarter of an epoch (Lightning's int/float convention)."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        if text.isdigit():
-            number: Number = int(text)
-            if number == 0 and not allow_zero:
-                raise ValueError
-            return number
-        fraction = float(text)
-    except ValueError:
-        fraction = float("nan")
-    if math.isfinite(fraction) and (0.0 < fraction <= 1.0 or (allow_zero and fraction == 0.0)):
-        return fraction
-    raise UsageError(
-        f"{flag} {value!r} must be a whole number of batches (for example 10) "
-        "or a fraction of the epoch between 0 and 1 (for example 0.25)."
-    )
-
-
-def _duration(flag: str, value: Optional[str]) -> Optional[str]:
-    """'90' (seconds), '01:30:00' or '00:01:30:00' -> Lightning's 'DD:HH:MM:SS'."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    parts = text.split(":")
-    try:
-        if len(parts) == 1:
-            total = float(parts[0])
-        elif len(parts) in (3, 4):
-            numbers = [int(p) for p in parts]
-            if any(n < 0 for n in numbers):
-                raise ValueError
-            days, hours, minutes, seconds = ([0] * (4 - len(numbers))) + numbers
-            total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-        else:
-            raise ValueError
-    except ValueError:
-        total = float("nan")
-    if not math.isfinite(total) or total <= 0:
-        raise UsageError(f"{flag} {value!r} is not a duration: give seconds (3600), HH:MM:SS "
-                         "(01:00:00) or DD:HH:MM:SS (00:01:00:00).")
-    seconds = int(math.ceil(total))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
-
-
-def _fast_dev_run(value: Optional[str]) -> Union[bool, int]:
-    if value is None:
-        return False
-    number = _integer("--fast-dev-run", value, minimum=1)
-    return True if number == 1 else number

@@ -20,8 +20,10 @@ ALLOWED = {
     "server": {"readings"},
     "train": {"readings", "suggestions", "view", "flags", "hardware", "cells"},
     "cells": set(),
-    "hardware": {"readings", "flags"},
-    "flags": set(),
+    "hardware": {"readings", "flags", "devices"},
+    "devices": {"readings"},
+    "flags": {"flag_values"},
+    "flag_values": set(),
     "magic": {"train", "readings", "view", "export", "flags", "hardware", "suggestions"},
     "__init__": {"magic"},
 }

@@ -369,6 +369,38 @@ def test_timeout_names_the_stalled_rank_and_the_flag():
     assert "(now 2)" in steps(report) and "NCCL_P2P_DISABLE=1" in steps(report)
 
 
+def test_a_hang_report_leads_with_the_stalled_ranks_own_line_in_cell_terms(ip, tmp_path):
+    # a real faulthandler dump (what the launcher gathers from a stalled rank) of cell code
+    dump = tmp_path / "stack.txt"
+    defined = ip.run_cell("import faulthandler\ndef waits(path):\n    with open(path, 'w') as f:\n"
+                          "        faulthandler.dump_traceback(f)\n", store_history=True)
+    assert ip.run_cell(f"waits({str(dump)!r})", store_history=True).success
+    stack = dump.read_text()
+    stacks = ("--- rank 0 ---\nThread 0x1 (most recent call first):\n"
+              '  File "/site-packages/torch/distributed/distributed_c10d.py", line 2 in all_reduce\n'
+              f"--- rank 1 ---\n{stack}")
+    host = {"total": 64 * 2**30, "used": 8 * 2**30, "available": 56 * 2**30, "percent": 12.5}
+    failure = Failure("timeout", rank=1, world_size=2, timeout=8.0, traceback=stacks,
+                      context={"host_memory": host})
+    report = check(explain(failure), "timeout")
+
+    cell = defined.execution_count
+    assert report.what_happened.startswith(
+        f"Rank 1 is stuck at cell In [{cell}], line 4: `faulthandler.dump_traceback(f)` (in `waits`).")
+    assert "--timeout 8" in report.what_happened
+    assert f"cell In [{cell}], line 4 in waits" in report.traceback
+    assert "ipython-input" not in report.traceback and "all_reduce" in report.traceback
+    assert all(label != "Host memory" for label, _ in report.facts)  # noise in a hang
+    assert "<summary style=\"cursor:pointer\">Stacks of every rank</summary>" in report.html()
+    assert report.traceback not in report.text()  # folded: the terminal text leaves it out
+
+
+def test_a_stop_reads_as_the_users_choice_not_as_an_error():
+    report = explain(Failure("interrupt", context={"ckpt_dir": "/runs/ckpt"}))
+    assert report.title == "Training stopped" and report.tone == "notice"
+    assert "error-color" not in report.html() and "Kernel" not in report.text()
+
+
 def test_interrupted_points_at_resume():
     failure = Failure("interrupt", context={"ckpt_path": "/runs/ckpt/last.ckpt", "ckpt_dir": "/runs/ckpt"})
     report = check(explain(failure), "interrupted", rank=None)

@@ -16,7 +16,8 @@ _CULPRITS = (
     "`.cuda()` or `.to(\"cuda\")` on a tensor or model, a `torch.cuda.*` call such as "
     "`torch.cuda.get_device_name()`, or importing a GPU library such as bitsandbytes"
 )
-_RESTART = "Restart the kernel (Kernel → Restart Kernel): a running kernel cannot undo CUDA's initialization."
+_RESTART = ("Restart the kernel (Kernel → Restart Kernel; in a terminal, quit IPython and start it again): "
+            "a running kernel cannot undo CUDA's initialization.")
 _NVML = "To look at the GPUs without initializing CUDA, use `%gpu_status` (it reads NVML)."
 
 

@@ -121,3 +121,41 @@ def describe_frame(frame: tuple[str, int, str] | None, *, source: bool = True) -
     if line and "`" not in line:
         return f"{place}: `{line}`"
     return f"{place}: {line}" if line else place
+
+
+# faulthandler's dump: 'File "/tmp/ipykernel_1/2.py", line 3 in training_step'
+_DUMP_LINE = re.compile(r'^(?P<indent>\s*)File "(?P<file>.+)", line (?P<line>\d+)(?: in (?P<name>.+))?$')
+
+
+def rank_stack(stacks: str | None, rank: int | None) -> str | None:
+    """One rank's part of the stacks text the launcher gathers (``--- rank N ---`` sections)."""
+    if not stacks or rank is None:
+        return None
+    match = re.search(rf"^--- rank {rank} ---\n(.*?)(?=^--- rank \d+ ---$|\Z)", stacks, re.S | re.M)
+    return match.group(1).strip() if match else None
+
+
+def innermost_user_frame(stack: str | None) -> tuple[str, int, str, str] | None:
+    """The innermost frame of the user's own code in a faulthandler dump (innermost first):
+    ``(filename, lineno, source line, function)``, or None when every frame is library code."""
+    import linecache
+
+    for line in (stack or "").splitlines():
+        match = _DUMP_LINE.match(line)
+        if match and not is_library_filename(match.group("file")):
+            filename, lineno = match.group("file"), int(match.group("line"))
+            return filename, lineno, linecache.getline(filename, lineno).strip(), \
+                match.group("name") or ""
+    return None
+
+
+def name_cells(stacks: str) -> str:
+    """Stacks with each notebook cell's file named as the user knows it: 'cell In [7]'."""
+    def rename(match: re.Match) -> str:
+        count = _execution_count(match.group("file"))
+        if count is None:
+            return match.group(0)
+        where = f'{match.group("indent")}cell In [{count}], line {match.group("line")}'
+        return where + (f' in {match.group("name")}' if match.group("name") else "")
+
+    return "\n".join(_DUMP_LINE.sub(rename, line) for line in stacks.splitlines())

@@ -6,6 +6,7 @@ import os
 import signal as signals
 
 from .clues import RESUME_FLAG, TIMEOUT_FLAG, Clues, signal_name
+from .frames import describe_frame, innermost_user_frame, name_cells, rank_stack
 from .report import Report
 
 _OOM_KILLER = (
@@ -153,9 +154,17 @@ def timed_out(c: Clues) -> Report | None:
     limit = failure.timeout
     limit_text = f"{limit:g} s" if isinstance(limit, (int, float)) else "the time limit"
     flag = f"`{TIMEOUT_FLAG} {limit:g}`" if isinstance(limit, (int, float)) else f"`{TIMEOUT_FLAG}`"
+    frame = innermost_user_frame(rank_stack(failure.traceback, c.rank))
     if c.rank is not None:
-        what = (f"Rank {c.rank} stopped making progress, and after {limit_text} ({flag}) the run was ended "
-                "and every rank stopped.")
+        if frame is not None:
+            filename, lineno, source, function = frame
+            place = describe_frame((filename, lineno, source))
+            inside = f" (in `{function}`)" if function and function != "<module>" else ""
+            what = f"Rank {c.rank} is stuck at {place}{inside}."
+        else:
+            what = f"Rank {c.rank} stopped making progress."
+        what += (f" After {limit_text} ({flag}) without progress the run was ended and every "
+                 "rank stopped; the other ranks were waiting for it.")
         title = f"Timed out: rank {c.rank} stalled"
     else:
         what = f"The run did not finish within {limit_text} ({flag}); every rank was stopped."
@@ -173,13 +182,15 @@ def timed_out(c: Clues) -> Report | None:
     if isinstance(limit, (int, float)):
         steps.append(f"If the work is just slow (first-step compilation, a long validation, a large checkpoint), "
                      f"allow more time: `{TIMEOUT_FLAG} {max(limit * 2, 60):g}`.")
-    return Report("timeout", title, what, steps, failure.traceback, facts=c.gpu_facts() + c.host_memory()[1])
+    stacks = name_cells(failure.traceback) if failure.traceback else None
+    return Report("timeout", title, what, steps, stacks, facts=c.gpu_facts(),
+                  traceback_label="Stacks of every rank")
 
 
 def interrupted(c: Clues) -> Report | None:
     if c.failure.kind != "interrupt":
         return None
-    what = "Training was interrupted (Kernel → Interrupt, or Ctrl+C); every rank was stopped."
+    what = "Training was stopped, as asked; every rank was stopped with it."
     checkpoint, ckpt_dir = c.value("ckpt_path"), c.value("ckpt_dir")
     if checkpoint:
         what += f" The state at that moment was saved to {checkpoint}."
@@ -190,8 +201,8 @@ def interrupted(c: Clues) -> Report | None:
     else:
         steps = [f"Run the cell again with `{RESUME_FLAG} last` to continue from the last checkpoint, or without "
                  "it to start over."]
-    steps.append("The kernel and your variables are intact: no restart is needed.")
-    return Report("interrupted", "Training interrupted", what, steps, None)
+    steps.append("Your variables and the model's weights up to that step are intact: no restart is needed.")
+    return Report("interrupted", "Training stopped", what, steps, None, tone="notice")
 
 
 def openmp_fork(c: Clues) -> Report | None:

@@ -76,6 +76,8 @@ class Report:
 
     ``facts`` are readings taken when the run failed (label, value), such as GPU or host memory.
     ``restart_kernel`` is true only when the notebook's kernel must be restarted before the next run.
+    ``tone`` is "error", or "notice" for what the user chose (a stop), shown in calmer colours;
+    ``traceback_label`` names the folded traceback ("Stacks of every rank" for a hang).
     """
 
     key: str
@@ -85,6 +87,8 @@ class Report:
     traceback: str | None = None
     facts: tuple[tuple[str, str], ...] = ()
     restart_kernel: bool = False
+    tone: str = "error"
+    traceback_label: str = "Full traceback"
 
     def text(self, *, traceback: bool = False) -> str:
         """Plain text for a terminal; the rank's traceback is appended only when asked for."""
@@ -102,10 +106,17 @@ class Report:
 
     def html(self) -> str:
         """A compact HTML block for a notebook output; the traceback is collapsed in ``<details>``."""
+        accent = ("var(--jp-brand-color1, #1976d2)" if self.tone == "notice"
+                  else "var(--jp-error-color1, #d32f2f)")
+        # A tint of the accent over the page's own background: light in light themes, dark in
+        # dark ones, so the theme's text colour stays readable on it.
         parts = [
-            f'<div class="lightning-magic-report" data-key="{_escape(self.key)}" style="'
-            "border-left:4px solid var(--jp-error-color1, #d32f2f);padding:6px 12px;margin:4px 0;"
-            'background:var(--jp-error-color3, #fdecea);color:var(--jp-ui-font-color1, #212121)">',
+            f'<div class="lightning-magic-report" data-key="{_escape(self.key)}" '
+            f'data-tone="{_escape(self.tone)}" style="'
+            f"border-left:4px solid {accent};padding:6px 12px;margin:4px 0;"
+            "background:var(--jp-layout-color2, #f5f5f5);"
+            f"background:color-mix(in srgb, {accent} 10%, var(--jp-layout-color1, #ffffff));"
+            'color:var(--jp-ui-font-color1, #212121)">',
             f'<div style="font-weight:bold;font-size:110%">{_inline(self.title)}</div>',
             f'<p style="margin:6px 0">{_inline(self.what_happened)}</p>',
         ]
@@ -124,7 +135,7 @@ class Report:
             )
         if self.traceback:
             parts.append(
-                '<details style="margin-top:4px"><summary style="cursor:pointer">Full traceback</summary>'
+                f'<details style="margin-top:4px"><summary style="cursor:pointer">{_escape(self.traceback_label)}</summary>'
                 '<pre style="white-space:pre-wrap;font-size:85%;margin:4px 0;max-height:30em;overflow:auto">'
                 f"{_escape(self.traceback.rstrip())}</pre></details>"
             )

@@ -619,6 +619,14 @@ def test_scale_out_notebook_executes(shell, tmp_path, kernel_env):
         o for c in notebook.cells for o in c.get("outputs", []) if o["output_type"] == "error"
     ]
     assert not errors, errors
+    # The job names the training cell by the number the notebook shows for it (IPython 9
+    # counts a cell before it runs; the export must not name the next one).
+    exporting = next(c for c in notebook.cells if c.cell_type == "code" and "--export" in c.source)
+    number = exporting.execution_count
+    shown = "".join(str(o.get("data", {}).get("text/plain", "")) for o in exporting.outputs)
+    assert shown.rstrip().endswith(f"In[{number}]"), shown
+    script = (tmp_path / "lightning_runs" / "scale-out" / "train.py").read_text()
+    assert f"# The %%lightning_train cell (In[{number}])" in script
     assert "sbatch lightning_runs/scale-out/train.sbatch" in outputs
     assert "torchrun --nnodes 2 --nproc-per-node 2" in outputs
     assert "#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=2" in outputs

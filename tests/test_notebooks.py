@@ -167,3 +167,24 @@ def test_rank_output_in_a_kernel(kernel_env, tmp_path):
     assert "the same advice from every rank" not in shown
     assert text_of(count).strip() == "1"
     assert "Epoch 0" in text_of(bar)
+
+
+def test_a_failure_names_the_cell_and_line_the_notebook_shows(kernel_env, tmp_path):
+    """Through a real kernel on the installed IPython (9 counts a cell before it runs): the
+    report names the training cell's own In [N], and the line as the editor numbers it (the
+    %%lightning_train line is line 1)."""
+    notebook = training_notebook(4)
+    notebook.cells[-1] = nbformat.v4.new_code_cell(
+        "%%lightning_train --accelerator cpu --devices 2 --max-steps 4\n"
+        "class Fails(Net):\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        raise ValueError('raised in the training cell')\n"
+        "model = Fails()\ntrain_loader = DataLoader(data, batch_size=16)",
+        metadata={"tags": ["raises-exception"]})
+    notebook.cells.append(nbformat.v4.new_code_cell("print(lightning_run.report.what_happened)"))
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    training, told = notebook.cells[-2], notebook.cells[-1]
+    assert training.execution_count == 3
+    assert "cell In [3], line 4" in text_of(told), text_of(told)
+    assert "cell In [4]" not in text_of(training) + text_of(told)

@@ -141,10 +141,19 @@ function ProcessTable(props: {
       </thead>
       <tbody>
         {processes.map(process => (
-          <tr key={process.pid} title={process.command ?? undefined}>
+          <tr key={process.pid}>
             <td>{process.pid}</td>
             <td>{formatGiB(process.memory_used)}</td>
-            <td className="lmagic-Processes-owner">{processLabel(process)}</td>
+            <td
+              className="lmagic-Processes-owner"
+              title={processTooltip(process)}
+            >
+              {processLabelLines(process).map((line, i) => (
+                <span key={i} className="lmagic-Line">
+                  {line}
+                </span>
+              ))}
+            </td>
           </tr>
         ))}
       </tbody>
@@ -157,6 +166,13 @@ function ProcessTable(props: {
  * its program name or user.
  */
 export function processLabel(process: IGpuProcess): string {
+  return processLabelLines(process).join(' · ');
+}
+
+/**
+ * The label on two lines for a narrow panel: the notebook (or kernel), then the rank.
+ */
+export function processLabelLines(process: IGpuProcess): string[] {
   const parts: string[] = [];
   if (process.notebook_path) {
     parts.push(baseName(process.notebook_path));
@@ -171,7 +187,28 @@ export function processLabel(process: IGpuProcess): string {
   if (!parts.length) {
     parts.push(process.name ?? process.user ?? 'unknown');
   }
-  return parts.join(' · ');
+  return parts;
+}
+
+/** The full text behind a label the panel may shorten: path, rank, command, user. */
+export function processTooltip(process: IGpuProcess): string {
+  const lines: string[] = [];
+  if (process.notebook_path) {
+    lines.push(process.notebook_path);
+  } else if (process.kernel_id) {
+    lines.push(`kernel ${process.kernel_id}`);
+  }
+  const label = processLabelLines(process);
+  lines.push(
+    ...label.slice(process.notebook_path || process.kernel_id ? 1 : 0)
+  );
+  if (process.command) {
+    lines.push(process.command);
+  }
+  if (process.user) {
+    lines.push(`user ${process.user}`);
+  }
+  return lines.join('\n');
 }
 
 export function SystemCard(
@@ -243,8 +280,13 @@ export function RunList(props: { runs: IRun[] }): React.ReactElement | null {
       </h3>
       <ul>
         {runs.map((run, i) => (
-          <li key={run.run_id ?? i} className="lmagic-Run">
-            <span className="lmagic-Run-name">{runName(run)}</span>
+          <li
+            key={run.run_id ?? i}
+            className="lmagic-Run"
+            title={`${runName(run)}\n${runProgress(run)}`}
+          >
+            <span className="lmagic-Run-name">{runModel(run)}</span>
+            <span className="lmagic-Run-where">{runWhere(run)}</span>
             <span className="lmagic-Run-progress">{runProgress(run)}</span>
           </li>
         ))}
@@ -254,29 +296,39 @@ export function RunList(props: { runs: IRun[] }): React.ReactElement | null {
 }
 
 export function runName(run: IRun): string {
-  let where: string;
+  const model = runModel(run);
+  return model ? `${model} · ${runWhere(run)}` : runWhere(run);
+}
+
+/** "Classifier on 2 CPUs", or "" when the run does not say its model. */
+export function runModel(run: IRun): string {
+  if (typeof run.model !== 'string' || !run.model) {
+    return '';
+  }
+  const count = isReported(run.num_processes) ? run.num_processes : null;
+  const on =
+    count && typeof run.accelerator === 'string'
+      ? ` on ${count} ${run.accelerator.toUpperCase()}${count > 1 ? 's' : ''}`
+      : '';
+  return `${run.model}${on}`;
+}
+
+/** The notebook (or kernel) the run belongs to. */
+export function runWhere(run: IRun): string {
   if (typeof run.notebook_path === 'string' && run.notebook_path) {
-    where = baseName(run.notebook_path);
-  } else if (typeof run.kernel_id === 'string' && run.kernel_id) {
-    where = `kernel ${run.kernel_id.slice(0, 8)}`;
-  } else {
-    where = typeof run.run_id === 'string' && run.run_id ? run.run_id : 'run';
+    return baseName(run.notebook_path);
   }
-  if (typeof run.model === 'string' && run.model) {
-    const count = isReported(run.num_processes) ? run.num_processes : null;
-    const on =
-      count && typeof run.accelerator === 'string'
-        ? ` on ${count} ${run.accelerator.toUpperCase()}${count > 1 ? 's' : ''}`
-        : '';
-    return `${run.model}${on} · ${where}`;
+  if (typeof run.kernel_id === 'string' && run.kernel_id) {
+    return `kernel ${run.kernel_id.slice(0, 8)}`;
   }
-  return where;
+  return typeof run.run_id === 'string' && run.run_id ? run.run_id : 'run';
 }
 
 export function runProgress(run: IRun): string {
   const parts: string[] = [];
   if (isReported(run.epoch)) {
-    parts.push(`epoch ${run.epoch}`);
+    // Lightning counts epochs from 0; people (and the notebook's view) from 1
+    parts.push(`epoch ${run.epoch + 1}`);
   }
   if (isReported(run.step)) {
     parts.push(`step ${run.step}`);

@@ -101,8 +101,17 @@ describe('GpuStatusView', () => {
     const gpu0 = card(withReading(readingJson()), 'GPU 0');
     const row = gpu0.querySelector('tbody tr')!;
     expect(row.textContent).toContain('4242');
-    expect(row.textContent).toContain('mnist.ipynb · rank 1');
-    expect(row.getAttribute('title')).toContain('ipykernel_launcher');
+    const owner = row.querySelector('.lmagic-Processes-owner')!;
+    // notebook and rank on two lines, so both stay readable at the default width
+    expect(
+      Array.from(owner.querySelectorAll('.lmagic-Line')).map(l => l.textContent)
+    ).toEqual(['mnist.ipynb', 'rank 1']);
+    const tooltip = owner.getAttribute('title')!;
+    expect(tooltip).toContain('ipykernel_launcher');
+    expect(tooltip.split('\n').slice(0, 2)).toEqual([
+      'experiments/mnist.ipynb',
+      'rank 1'
+    ]);
   });
 
   it('explains a missing NVML and keeps CPU and memory', () => {
@@ -193,7 +202,10 @@ describe('GpuStatusView', () => {
     );
     const runs = card(host, 'Training runs');
     expect(runs.textContent).toContain('mnist.ipynb');
-    expect(runs.textContent).toContain('epoch 2 · step 310');
+    // Lightning's epoch 2 is the third: counted from 1, as the notebook's view counts
+    expect(runs.querySelector('.lmagic-Run-progress')!.textContent).toBe(
+      'epoch 3 · step 310'
+    );
   });
 
   it('names a run by its model, devices and notebook', () => {
@@ -212,7 +224,17 @@ describe('GpuStatusView', () => {
         ]
       })
     );
-    expect(card(host, 'Training runs').textContent).toContain('ResNet on 4 GPUs · cifar.ipynb');
+    const run = card(host, 'Training runs').querySelector('.lmagic-Run')!;
+    // two lines at the panel's default width, the whole text in the tooltip
+    expect(run.querySelector('.lmagic-Run-name')!.textContent).toBe(
+      'ResNet on 4 GPUs'
+    );
+    expect(run.querySelector('.lmagic-Run-where')!.textContent).toBe(
+      'cifar.ipynb'
+    );
+    expect(run.getAttribute('title')).toBe(
+      'ResNet on 4 GPUs · cifar.ipynb\nepoch 1 · step 12'
+    );
   });
 
   it('draws the history as sparklines, with gaps where values were not reported', () => {

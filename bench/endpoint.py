@@ -13,7 +13,9 @@ training for the whole measurement. Measured in the same run, against the same s
             1 Hz (a sidebar each), against the same probe with nobody polling
 
 Targets: /gpu-status p50 within 1.5x of /api/status, faster than /api/metrics/v1, and at least
-5x less server CPU per request than /api/metrics/v1.
+5x less server CPU per request than /api/metrics/v1. The Prometheus text (/gpu-status/metrics,
+rendered once per reading from the same sampler) is reported as its cost per scrape against
+the JSON endpoint's, in server CPU and p50 latency.
 
     python bench/endpoint.py [--requests 400] [--lag-seconds 15]
 
@@ -43,6 +45,7 @@ from pathlib import Path
 import psutil
 
 ENDPOINTS = {"/api/status": "floor", "/gpu-status": "lightning_magic",
+             "/gpu-status/metrics": "lightning_magic, Prometheus",
              "/api/metrics/v1": "jupyter-resource-usage"}
 CONCURRENCY = (1, 10, 50)
 RANKS_MAX_SECONDS = 480  # the ranks stop by themselves after this, whatever happens here
@@ -292,7 +295,8 @@ async def measure(port: int, token: str, server: psutil.Process, requests: int,
     for path in ENDPOINTS:  # warm up: connections, imports, the sampler's first reading
         await burst(port, token, path, 4, 40)
     for round_ in range(rounds):
-        order = list(ENDPOINTS)[round_ % 3:] + list(ENDPOINTS)[: round_ % 3]
+        shift = round_ % len(ENDPOINTS)
+        order = list(ENDPOINTS)[shift:] + list(ENDPOINTS)[:shift]
         for clients in CONCURRENCY:
             for path in order:
                 count = max(clients, requests * (1 + CONCURRENCY.index(clients)) // rounds)
@@ -355,6 +359,11 @@ def report(results: dict, context: dict) -> str:
     ratio = per_1000["/api/metrics/v1"] / per_1000["/gpu-status"]
     lines.append(f"server CPU per request: /api/metrics/v1 / /gpu-status = {ratio:.1f}x "
                  f"[{'PASS' if ratio >= 5 else 'MISS'} >= 5x]")
+    scrape = per_1000["/gpu-status/metrics"] / per_1000["/gpu-status"]
+    scrape_p50 = statistics.median(latencies[("/gpu-status/metrics", 1)]) / statistics.median(
+        latencies[("/gpu-status", 1)])
+    lines.append(f"cost per Prometheus scrape: /gpu-status/metrics / /gpu-status = {scrape:.2f}x "
+                 f"server CPU, {scrape_p50:.2f}x p50 latency at 1 client")
     return "\n".join(lines)
 
 

@@ -1,33 +1,48 @@
 """Resolve --devices, --accelerator, --precision and --strategy against the machine.
 
-Pure functions over a GPU inventory read from NVML (``readings.list_gpus``); nothing here
-imports torch or touches CUDA, and nothing here forks.
+Pure functions over the GPUs this kernel may use (``devices.detect_gpus``, CUDA order), plus
+``check_torch_can_use_gpus``, which reads ``torch.version.cuda`` and never initializes CUDA.
+Nothing here forks.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from IPython.core.error import UsageError
 
-# Strategies a forked notebook run can use, and what each resolves to.
+from .devices import Gpu, Inventory, _is_int, detect_gpus, name_of, select
+
+__all__ = ["Gpu", "Inventory", "Resolved", "check_torch_can_use_gpus", "detect_gpus", "resolve",
+           "resolve_for_export", "worker_note"]
+
+DEFAULTS = {"devices": "auto", "accelerator": "auto", "strategy": "auto", "precision": "32-true"}
+
+# Strategy names a forked notebook run accepts, and what each resolves to ("auto" depends on the
+# number of processes).
 NOTEBOOK_STRATEGIES = {
-    "auto": "ddp_notebook",
     "ddp_notebook": "ddp_notebook",
-    "ddp_fork": "ddp_notebook",
     "ddp_notebook_find_unused_parameters_true": "ddp_notebook_find_unused_parameters_true",
+    "ddp": "ddp_notebook",
+    "ddp_fork": "ddp_notebook",
+    "ddp_find_unused_parameters_true": "ddp_notebook_find_unused_parameters_true",
     "ddp_fork_find_unused_parameters_true": "ddp_notebook_find_unused_parameters_true",
+    "single_device": "single_device",
+    "fsdp": "fsdp",
+    "model_parallel": "model_parallel",
 }
+ALLOWED_STRATEGIES = "auto, ddp_notebook, ddp_notebook_find_unused_parameters_true, " \
+    "single_device, fsdp, model_parallel"
 
 # Strategies that cannot start from a notebook cell, and why.
 SCRIPT_ONLY_STRATEGIES = {
-    "ddp": "it starts every rank by re-running the program as a script, and a notebook is not one",
     "ddp_spawn": "it starts fresh interpreters that must import (pickle) every object, and classes "
                  "defined in a notebook cell cannot be imported",
-    "ddp_find_unused_parameters_true": "it re-runs the program as a script, and a notebook is not one",
     "ddp_spawn_find_unused_parameters_true": "it pickles notebook-defined classes, which fails",
-    "fsdp": "it needs a script launch (torchrun or the Trainer re-running the script)",
+    "fsdp_cpu_offload": "its CPU offload is set up for a script launch; --strategy fsdp runs "
+                        "from a notebook",
     "deepspeed": "it needs a script launch (the deepspeed or torchrun launcher)",
     "dp": "DataParallel was removed from Lightning 2",
     "xla": "it needs TPUs and its own launcher",
@@ -36,21 +51,9 @@ SCRIPT_ONLY_STRATEGIES = {
 for _variant in ("deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
                  "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme"):
     SCRIPT_ONLY_STRATEGIES[_variant] = SCRIPT_ONLY_STRATEGIES["deepspeed"]
-SCRIPT_ONLY_STRATEGIES["fsdp_cpu_offload"] = SCRIPT_ONLY_STRATEGIES["fsdp"]
 
 BF16_MIN_CAPABILITY = (8, 0)  # Ampere and newer
-
-
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    name: str
-    memory_total: Optional[int] = None  # bytes
-    compute_capability: Optional[tuple[int, int]] = None
-
-    def describe(self) -> str:
-        memory = f", {self.memory_total / 2**30:.0f} GiB" if self.memory_total else ""
-        return f"{self.index}: {self.name}{memory}"
+FP16_TENSOR_CORES = (7, 0)    # Volta, Turing
 
 
 @dataclass(frozen=True)
@@ -58,68 +61,93 @@ class Resolved:
     """The hardware side of a run, as Lightning's Trainer will receive it."""
 
     accelerator: str                  # "cpu" | "gpu"
-    devices: tuple[int, ...] | int    # GPU indices, or a number of CPU processes
+    devices: tuple[int, ...] | int    # CUDA device numbers, or a number of CPU processes
     num_processes: int
-    strategy: str                     # "ddp_notebook" (always forked)
+    strategy: str                     # single_device | ddp_notebook[...] | fsdp | model_parallel
     precision: str
     notes: tuple[str, ...] = field(default=())
-    gpus: tuple[Gpu, ...] = field(default=())  # the selected GPUs
+    gpus: tuple[Gpu, ...] = field(default=())  # the selected GPUs, in ``devices`` order
+
+    @property
+    def nvml_indices(self) -> tuple[int, ...]:
+        """NVML index of each selected GPU (the readings' ``index``), in ``devices`` order."""
+        return tuple(g.index for g in self.gpus)
 
     def describe(self) -> str:
         if self.accelerator == "gpu":
+            numbers = [str(n) if g.index == n and g.mig_slot is None else
+                       f"{n} = NVML {g.index}" + (f" MIG {g.mig_slot}" if g.mig_slot is not None
+                                                  else "")
+                       for n, g in zip(self.devices, self.gpus)]
             where = f"{self.num_processes} GPU{'s' if self.num_processes > 1 else ''} " \
-                    f"[{', '.join(str(g.index) for g in self.gpus)}]"
+                    f"[{', '.join(numbers)}]"
         else:
             where = f"{self.num_processes} CPU process{'es' if self.num_processes > 1 else ''}"
         return f"{where} · strategy {self.strategy} · precision {self.precision}"
 
     def trainer_devices(self) -> Any:
+        """What the Trainer's ``devices`` gets: CUDA device numbers, or a process count."""
         return list(self.devices) if isinstance(self.devices, tuple) else self.devices
 
 
-def detect_gpus() -> tuple[list[Gpu], str]:
-    """The GPUs NVML sees, and why there are none when the list is empty."""
-    from . import readings
-
-    status = readings.nvml_status()
-    gpus = []
-    for info in readings.list_gpus():
-        cc = info.get("compute_capability")
-        gpus.append(Gpu(index=int(info["index"]), name=str(info.get("name") or "GPU"),
-                        memory_total=info.get("memory_total"),
-                        compute_capability=tuple(cc) if cc else None))
-    reason = "" if gpus else (status.get("reason") or "NVML reports no NVIDIA GPU")
-    return gpus, reason
-
-
-def resolve(devices: str, accelerator: str, strategy: str, precision: str,
-            gpus: Sequence[Gpu], no_gpu_reason: str = "") -> Resolved:
-    """Turn the flags into a configuration, or raise a UsageError that says how to fix them."""
-    notes: list[str] = []
-    selected_gpus, cpu_processes = _select(devices, accelerator, gpus, no_gpu_reason, notes)
-    if selected_gpus:
-        resolved_accelerator = "gpu"
-        count = len(selected_gpus)
-        resolved_devices: tuple[int, ...] | int = tuple(g.index for g in selected_gpus)
+def resolve(devices: Optional[str], accelerator: Optional[str], strategy: Optional[str],
+            precision: Optional[str], gpus: Sequence[Gpu], no_gpu_reason: str = "") -> Resolved:
+    """Turn the flags into a configuration, or raise a UsageError that says how to fix them.
+    ``None`` for a flag means the user did not give it (see ``DEFAULTS``); ``gpus`` are the
+    GPUs this kernel may use in CUDA order, as ``detect_gpus`` returns them."""
+    devices = DEFAULTS["devices"] if devices is None else devices
+    accelerator = DEFAULTS["accelerator"] if accelerator is None else accelerator
+    precision_given = precision is not None
+    precision = DEFAULTS["precision"] if precision is None else precision
+    environment = getattr(gpus, "environment", None)
+    notes = [_environment_note(environment)] if environment and \
+        environment.get("kind") != "local" else []
+    chosen: list[str] = []
+    selected, cpu_processes = select(devices, accelerator, gpus, no_gpu_reason, chosen)
+    if selected:
+        resolved_accelerator, count = "gpu", len(selected)
+        resolved_devices: tuple[int, ...] | int = tuple(
+            next(n for n, g in enumerate(gpus) if g is gpu) for gpu in selected)
+        notes += getattr(gpus, "notes", ())
     else:
-        resolved_accelerator = "cpu"
-        count = cpu_processes
-        resolved_devices = cpu_processes
-    if count > 1:
-        notes.append(f"Multi-{'GPU' if selected_gpus else 'process'} (DDP) will be used "
+        resolved_accelerator, count, resolved_devices = "cpu", cpu_processes, cpu_processes
+    notes += chosen
+    resolved_strategy = _strategy(DEFAULTS["strategy"] if strategy is None else strategy,
+                                  count, resolved_accelerator, notes)
+    if count > 1 and resolved_strategy.startswith("ddp"):
+        notes.append(f"Multi-{'GPU' if selected else 'process'} (DDP) will be used "
                      f"automatically: {count} processes.")
-    resolved_strategy = _strategy(strategy)
-    _check_precision(precision, resolved_accelerator, selected_gpus)
+    _check_precision(precision, resolved_accelerator, selected)
+    notes += _precision_notes(precision, precision_given, resolved_accelerator, selected)
     return Resolved(accelerator=resolved_accelerator, devices=resolved_devices,
                     num_processes=count, strategy=resolved_strategy, precision=precision,
-                    notes=tuple(notes), gpus=tuple(selected_gpus))
+                    notes=tuple(notes), gpus=tuple(selected))
+
+
+def _environment_note(environment: dict) -> str:
+    details = environment.get("details") or {}
+    parts = [f"Environment: {environment.get('label')}"]
+    per_task = [f"{details[key]} {what} per task" for key, what in
+                (("gpus_per_task", "GPUs"), ("cpus_per_task", "CPUs")) if details.get(key)]
+    if per_task:
+        parts.append(" and ".join(per_task))
+    if details.get("persistent_storage"):
+        parts.append(f"checkpoints go to its persistent storage, {details['persistent_storage']}")
+    return "; ".join(parts) + "."
 
 
 def resolve_for_export(devices: str, accelerator: str, precision: str,
                        gpus: Sequence[Gpu]) -> tuple[str, int]:
     """(accelerator, processes per node) for a job that runs on other machines: GPUs named in
     --devices need not exist here (a login node often has none)."""
+    devices = DEFAULTS["devices"] if devices is None else devices
+    accelerator = DEFAULTS["accelerator"] if accelerator is None else accelerator
+    precision = DEFAULTS["precision"] if precision is None else precision
     text = devices.strip().lower().replace(" ", "")
+    if text == "free":  # idleness is the cluster scheduler's business there
+        text = "auto"
+    elif text.startswith("free:") and _is_int(text[5:]):
+        text, accelerator = text[5:], "gpu" if accelerator == "auto" else accelerator
     entries = [e for e in text.split(",") if e]
     gpu_entries = [e for e in entries if e != "cpu"]
     if accelerator == "cpu" or text == "cpu":
@@ -146,114 +174,138 @@ def resolve_for_export(devices: str, accelerator: str, precision: str,
     return chosen, count
 
 
-def _gpu_list(gpus: Sequence[Gpu]) -> str:
-    return "; ".join(g.describe() for g in gpus) if gpus else "none"
-
-
-def _select(spec: str, accelerator: str, gpus: Sequence[Gpu], no_gpu_reason: str,
-            notes: list[str]) -> tuple[list[Gpu], int]:
-    """Return (selected GPUs, CPU process count); exactly one of them is non-empty."""
-    text = spec.strip().lower().replace(" ", "")
-    by_index = {g.index: g for g in gpus}
-
-    def need_gpus(what: str) -> None:
-        if not gpus:
-            why = f" ({no_gpu_reason})" if no_gpu_reason else ""
-            raise UsageError(f"{what}, but NVML sees no NVIDIA GPU on this machine{why}. "
-                             "Use --accelerator cpu --devices N to train on N CPU processes.")
-
-    if text == "auto":
-        if accelerator == "cpu" or (accelerator == "auto" and not gpus):
-            return [], 1
-        need_gpus("--accelerator gpu asks for a GPU")
-        return list(gpus), 0
-    if text == "cpu":
-        if accelerator == "gpu":
-            raise UsageError("--devices cpu contradicts --accelerator gpu: pick one of them.")
-        return [], 1
-    if _is_int(text):
-        count = int(text)
-        if count == 0 or count < -1:
-            hint = " (to use GPU 0 alone, write --devices gpu:0)" if count == 0 else ""
-            raise UsageError(f"--devices {spec!r} selects nothing{hint}: give a count of at least "
-                             "1, -1 for every GPU, or GPU indices such as 0,1.")
-        if accelerator == "cpu" or (accelerator == "auto" and not gpus):
-            if count == -1:
-                raise UsageError("--devices -1 means every GPU, and there is none to use here: "
-                                 "give a number of CPU processes instead, for example 2.")
-            if accelerator == "auto":
-                notes.append(f"No GPU visible to NVML: training on {count} CPU "
-                             f"process{'es' if count > 1 else ''}.")
-            return [], count
-        need_gpus(f"--devices {spec} asks for {count} GPU{'s' if count != 1 else ''}")
-        if count == -1:
-            return list(gpus), 0
-        if count > len(gpus):
-            raise UsageError(f"--devices {spec} asks for {count} GPUs, but there are {len(gpus)}: "
-                             f"{_gpu_list(gpus)}.")
-        return list(gpus[:count]), 0
-    # A list: "0,1", "gpu:0,gpu:1", possibly with a "cpu" entry.
-    entries = [e for e in text.split(",") if e]
-    wants_cpu = False
-    indices: list[int] = []
-    for entry in entries:
-        if entry == "cpu":
-            wants_cpu = True
-            continue
-        number = entry[4:] if entry.startswith("gpu:") else entry[5:] if entry.startswith("cuda:") else entry
-        if not _is_int(number) or int(number) < 0:
-            raise UsageError(f"--devices {spec!r}: {entry!r} is not a GPU index. Allowed: auto, "
-                             "cpu, a count N, or GPU indices such as 0,1 or gpu:0,gpu:1.")
-        if int(number) in indices:
-            raise UsageError(f"--devices {spec!r} names GPU {number} twice: list each GPU once.")
-        indices.append(int(number))
-    if not indices:
-        if wants_cpu and accelerator != "gpu":
-            return [], 1
-        raise UsageError(f"--devices {spec!r} selects nothing: give 'auto', 'cpu', a count, or "
-                         "GPU indices such as 0,1.")
-    if accelerator == "cpu":
-        raise UsageError(f"--devices {spec} names GPUs, but --accelerator is cpu: drop "
-                         "--accelerator cpu, or give a number of CPU processes.")
-    need_gpus(f"--devices {spec} names GPU{'s' if len(indices) > 1 else ''} "
-              f"{', '.join(map(str, indices))}")
-    missing = [i for i in indices if i not in by_index]
-    if missing:
-        raise UsageError(f"--devices {spec}: there is no GPU {', '.join(map(str, missing))}. "
-                         f"The GPUs here are {_gpu_list(gpus)}.")
-    if wants_cpu:
-        notes.append("CPU is ignored when GPUs are selected.")
-    return [by_index[i] for i in indices], 0
-
-
-def _strategy(strategy: str) -> str:
+def _strategy(strategy: str, count: int, accelerator: str, notes: list[str]) -> str:
     name = strategy.strip().lower()
-    if name in NOTEBOOK_STRATEGIES:
-        return NOTEBOOK_STRATEGIES[name]
+    if name == "auto":
+        return "single_device" if count == 1 else "ddp_notebook"
     if name in SCRIPT_ONLY_STRATEGIES:
         raise UsageError(f"--strategy {strategy!r} cannot run from a notebook: "
                          f"{SCRIPT_ONLY_STRATEGIES[name]}. Use --strategy ddp_notebook (the "
-                         "default), or --export PATH to write a script for it.")
-    raise UsageError(f"--strategy {strategy!r} is not a strategy a notebook can use. "
-                     "Allowed: auto, ddp_notebook, ddp_notebook_find_unused_parameters_true.")
+                         "default for several processes), or --export PATH to write a script "
+                         "for it.")
+    if name not in NOTEBOOK_STRATEGIES:
+        raise UsageError(f"--strategy {strategy!r} is not a strategy a notebook can use. "
+                         f"Allowed: {ALLOWED_STRATEGIES}.")
+    resolved = NOTEBOOK_STRATEGIES[name]
+    if resolved != name:
+        how = "forks its ranks, which in a notebook is" if name.startswith("ddp_fork") else \
+            "would re-run the program as a script, and a notebook is not one; its ranks are " \
+            "forked instead, as in"
+        notes.append(f"--strategy {name} {how} {resolved}.")
+    if resolved == "single_device" and count > 1:
+        raise UsageError(f"--strategy single_device trains in one process, but --devices selects "
+                         f"{count}: use --devices 1, or --strategy ddp_notebook for {count}.")
+    if resolved == "fsdp" and accelerator != "gpu":
+        raise UsageError("--strategy fsdp on the CPU: Lightning's FSDP needs a GPU. Use "
+                         "--strategy model_parallel to shard a model across CPU processes, or "
+                         "select GPUs with --devices.")
+    return resolved
 
 
 def _check_precision(precision: str, accelerator: str, gpus: Sequence[Gpu]) -> None:
-    if accelerator == "cpu" and precision in ("16-mixed", "16-true"):
-        suggestion = "bf16-mixed" if precision == "16-mixed" else "bf16-true"
+    if accelerator == "cpu" and precision in ("16-mixed", "16-true", "16"):
+        suggestion = "bf16-true" if precision == "16-true" else "bf16-mixed"
         raise UsageError(f"--precision {precision} needs a GPU: float16 on the CPU is not "
                          f"supported. Use --precision {suggestion} (or 32) to train on the CPU.")
     if accelerator == "gpu" and precision.startswith("bf16"):
-        lacking = [g for g in gpus if g.compute_capability is not None
-                   and tuple(g.compute_capability) < BF16_MIN_CAPABILITY]
+        lacking = [n for n, g in enumerate(gpus) if _capability(g) and
+                   _capability(g) < BF16_MIN_CAPABILITY]
         if lacking:
-            names = ", ".join(f"GPU {g.index} ({g.name}, compute capability "
-                              f"{g.compute_capability[0]}.{g.compute_capability[1]})" for g in lacking)
-            alternative = "16-mixed" if precision == "bf16-mixed" else "16-true"
+            names = ", ".join(f"{name_of(gpus, n, details=False)} (compute capability "
+                              f"{'.'.join(map(str, _capability(gpus[n])))})" for n in lacking)
+            alternative = "16-true" if precision == "bf16-true" else "16-mixed"
             raise UsageError(f"--precision {precision} needs bfloat16, which {names} lacks "
                              f"(it needs compute capability 8.0 or newer). Use --precision "
                              f"{alternative} instead.")
 
 
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit() and text.count("-") <= 1 and not text.endswith("-")
+def _capability(gpu: Gpu) -> Optional[tuple[int, int]]:
+    return tuple(gpu.compute_capability) if gpu.compute_capability else None
+
+
+def _precision_notes(precision: str, given: bool, accelerator: str,
+                     gpus: Sequence[Gpu]) -> list[str]:
+    """Recommendations for the GPUs' generation; what the user asked for is kept."""
+    capabilities = [_capability(g) for g in gpus if _capability(g)]
+    if accelerator != "gpu" or not capabilities:
+        return []
+    oldest = min(capabilities)
+    kept = "" if given else " (it is the default when --precision is not given)"
+    if precision in ("32", "32-true") and oldest >= BF16_MIN_CAPABILITY:
+        return [f"Training in float32{kept}: these GPUs have bfloat16 tensor cores, and "
+                "--precision bf16-mixed usually trains several times faster with the same "
+                "results."]
+    if precision in ("32", "32-true") and oldest >= FP16_TENSOR_CORES:
+        return [f"Training in float32{kept}: these GPUs have float16 tensor cores but no "
+                "bfloat16; --precision 16-mixed usually trains several times faster."]
+    if precision in ("16-mixed", "16") and oldest >= BF16_MIN_CAPABILITY:
+        return ["--precision bf16-mixed is recommended on these GPUs (Ampere or newer): the "
+                "same speed as 16-mixed without loss scaling or overflow."]
+    return []
+
+
+def worker_note(num_workers: int, num_processes: int, cpus: int) -> Optional[str]:
+    """A note when the DataLoader workers of every rank need more CPUs than there are."""
+    if num_workers <= 0 or cpus <= 0:
+        return None
+    per_rank = max(1, cpus // max(1, num_processes))
+    if num_workers < per_rank:
+        return None
+    ranks = f"each of the {num_processes} ranks" if num_processes > 1 else "the rank"
+    suggestion = max(0, per_rank - 1)
+    return (f"DataLoader num_workers={num_workers} for {ranks} asks for more CPUs than the "
+            f"{per_rank} each rank has ({cpus} CPUs here, one per rank runs the training "
+            f"loop): the workers compete for them. num_workers={suggestion} is enough.")
+
+
+CUDA_WHEELS = ("11.8", "12.1", "12.4", "12.6", "12.8")  # download.pytorch.org/whl/cuXYZ
+
+
+def check_torch_can_use_gpus() -> None:
+    """Raise a UsageError when a GPU run is asked for but this torch cannot use the GPUs.
+
+    Reads ``torch.version.cuda``, NVML's driver CUDA version and ``CUDA_VISIBLE_DEVICES``; never
+    calls ``torch.cuda`` (which would initialize CUDA in the kernel, and forked ranks could not
+    use it)."""
+    import torch
+
+    from .readings import nvml_status
+
+    problem = torch_gpu_problem(torch.__version__, torch.version.cuda,
+                                nvml_status().get("cuda_driver_version"),
+                                os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if problem:
+        raise UsageError(problem)
+
+
+def torch_gpu_problem(torch_version: str, torch_cuda: Optional[str], driver_cuda: Optional[str],
+                      cuda_visible_devices: Optional[str]) -> Optional[str]:
+    """Why torch cannot use the GPUs NVML sees, with what to install; None when it can."""
+    if cuda_visible_devices is not None and not cuda_visible_devices.strip():
+        return ("CUDA_VISIBLE_DEVICES is '' in this kernel, which hides every GPU from torch. "
+                "Restart the kernel without it (or with the GPUs to use), or train on the CPU "
+                "with --accelerator cpu.")
+    wheel = _wheel_for(driver_cuda)
+    install = (f"pip install torch --index-url https://download.pytorch.org/whl/cu"
+               f"{wheel.replace('.', '')}" if wheel else "a torch build for this driver's CUDA")
+    driver = f" (the driver runs CUDA {driver_cuda} and older)" if driver_cuda else ""
+    if torch_cuda is None:
+        return (f"torch {torch_version} is a CPU-only build, so it cannot use the NVIDIA GPUs "
+                f"NVML sees. Install a CUDA build{driver}: {install}, then restart the kernel; "
+                "or train on the CPU with --accelerator cpu.")
+    if driver_cuda and _version(torch_cuda)[0] > _version(driver_cuda)[0]:
+        return (f"torch {torch_version} is built for CUDA {torch_cuda}, newer than this driver "
+                f"runs{driver}. Install a build for it: {install}, then restart the kernel; or "
+                "update the NVIDIA driver.")
+    return None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit()) or (0,)
+
+
+def _wheel_for(driver_cuda: Optional[str]) -> Optional[str]:
+    if not driver_cuda:
+        return None
+    fitting = [w for w in CUDA_WHEELS if _version(w) <= _version(driver_cuda)]
+    return fitting[-1] if fitting else None

@@ -19,6 +19,7 @@ import pytest
 from support.nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec
 
 from lightning_magic import readings
+from lightning_magic.readings.nvml import MIG_UTILIZATION
 from lightning_magic.readings.processes import KERNEL_ID_VAR, RANK_VAR, RUN_ID_VAR
 
 SCHEMA = json.loads(files("lightning_magic").joinpath("schema/gpu-status.schema.json").read_text())
@@ -110,23 +111,28 @@ def test_the_default_checkpoint_root_is_lightning_runs_in_the_working_directory(
 # -- NVML through the stand-in ----------------------------------------------------------------
 
 
-def test_two_gpus_every_field_and_unsupported_ones_null(fake_nvml):
+def test_two_gpus_every_field_and_unsupported_ones_null(fake_nvml, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     reading = readings.snapshot()
 
     assert_valid(reading)
-    assert reading["nvml"] == {"available": True, "driver_version": "550.54.15", "reason": None}
+    assert reading["nvml"] == {"available": True, "driver_version": "550.54.15",
+                               "cuda_driver_version": "12.4", "reason": None}
     a100, rtx = reading["gpus"]
     assert a100 == {
         "index": 0, "uuid": "GPU-0a4c1b56-7d2e-4f51-9b0e-000000000000",
         "name": "NVIDIA A100-SXM4-80GB", "compute_capability": [8, 0],
-        "utilization": {"gpu": 87, "memory": 41},
+        "pci_bus_id": "00000000:01:00.0", "cuda_index": 0,
+        "utilization": {"gpu": 87, "memory": 41, "reason": None},
         "memory": {"used": 30 * GIB, "total": 80 * GIB},
         "temperature": 64, "power": {"draw": 287.5, "limit": 400.0},
         "clocks": {"sm": 1410, "memory": 1593}, "fan": 35, "performance_state": "P0",
         "ecc_errors": {"corrected": 2, "uncorrected": 0},
         "mig": {"enabled": None, "instances": []}, "processes": [], "error": None,
     }
-    assert rtx["utilization"] == {"gpu": 3, "memory": 1}
+    assert rtx["utilization"] == {"gpu": 3, "memory": 1, "reason": None}
+    assert rtx["cuda_index"] == 1
     assert rtx["performance_state"] == "P8"
     assert rtx["power"] == {"draw": None, "limit": None}
     assert rtx["fan"] is None
@@ -137,9 +143,11 @@ def test_two_gpus_every_field_and_unsupported_ones_null(fake_nvml):
 def test_inventory_for_device_resolution(fake_nvml):
     assert readings.list_gpus() == [
         {"index": 0, "uuid": "GPU-0a4c1b56-7d2e-4f51-9b0e-000000000000",
-         "name": "NVIDIA A100-SXM4-80GB", "memory_total": 80 * GIB, "compute_capability": [8, 0]},
+         "name": "NVIDIA A100-SXM4-80GB", "memory_total": 80 * GIB, "compute_capability": [8, 0],
+         "pci_bus_id": "00000000:01:00.0"},
         {"index": 1, "uuid": "GPU-1b5d2c67-8e3f-4062-ac1f-111111111111",
-         "name": "NVIDIA GeForce RTX 3090", "memory_total": 24 * GIB, "compute_capability": [8, 6]},
+         "name": "NVIDIA GeForce RTX 3090", "memory_total": 24 * GIB, "compute_capability": [8, 6],
+         "pci_bus_id": "00000000:02:00.0"},
     ]
     assert readings.nvml_status()["available"] is True
 
@@ -184,7 +192,8 @@ def test_a_gpu_lost_before_the_sample_is_listed_with_its_error(fake_nvml):
     assert second["utilization"]["gpu"] == 3 and second["error"] is None
 
 
-def test_mig_instances_are_listed_under_their_parent(make_fake_nvml):
+def test_mig_instances_are_listed_under_their_parent(make_fake_nvml, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     parent = FakeGpu(
         name="NVIDIA H100 80GB HBM3", uuid="GPU-mig-parent", memory_total=80 * GIB,
         memory_used=12 * GIB,
@@ -197,12 +206,50 @@ def test_mig_instances_are_listed_under_their_parent(make_fake_nvml):
 
     assert_valid(reading)
     (gpu,) = reading["gpus"]
+    unreported = {"gpu": None, "memory": None, "reason": MIG_UTILIZATION}
     assert gpu["mig"] == {"enabled": True, "instances": [
-        {"index": 0, "uuid": "MIG-aaaa", "memory": {"used": 10 * GIB, "total": 20 * GIB}},
-        {"index": 1, "uuid": "MIG-bbbb", "memory": {"used": 2 * GIB, "total": 40 * GIB}},
+        {"index": 0, "uuid": "MIG-aaaa", "cuda_index": 0,
+         "memory": {"used": 10 * GIB, "total": 20 * GIB}, "utilization": unreported},
+        {"index": 1, "uuid": "MIG-bbbb", "cuda_index": 1,
+         "memory": {"used": 2 * GIB, "total": 40 * GIB}, "utilization": unreported},
     ]}
-    assert gpu["utilization"] == {"gpu": None, "memory": None}
+    assert gpu["utilization"] == unreported and "MIG" in unreported["reason"]
+    assert gpu["cuda_index"] is None, "a GPU split into MIG instances is no CUDA device itself"
     assert gpu["error"] is None
+
+
+def test_mig_utilization_is_null_even_where_nvml_answers_zero(make_fake_nvml):
+    parent = FakeGpu(name="NVIDIA A100-SXM4-40GB", uuid="GPU-mig-zero", memory_total=40 * GIB,
+                     utilization_gpu=0, mig=[FakeMig("MIG-cccc", 10 * GIB)])
+    fake = make_fake_nvml(NvmlSpec(gpus=[parent]))
+
+    (gpu,) = readings.snapshot()["gpus"]
+
+    assert gpu["utilization"]["gpu"] is None and gpu["utilization"]["reason"]
+    assert fake.calls["nvmlDeviceGetUtilizationRates"] == 0
+
+
+def test_the_reading_says_where_it_runs(fake_nvml, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    monkeypatch.setenv("SLURM_GPUS_PER_TASK", "2")
+
+    reading = readings.snapshot()
+
+    assert_valid(reading)
+    assert reading["environment"]["kind"] == "slurm"
+    assert reading["environment"]["details"]["cpus_per_task"] == 8
+
+
+def test_processes_say_whether_they_compute(fake_nvml):
+    me = os.getpid()
+    fake_nvml.gpus[0].processes = [(me, 3 * GIB)]
+    fake_nvml.gpus[1].graphics_processes = [(me, 1 * GIB)]
+
+    first, second = readings.snapshot()["gpus"]
+
+    assert [p["compute"] for p in first["processes"]] == [True]
+    assert [p["compute"] for p in second["processes"]] == [False]
 
 
 def test_processes_without_memory_figures_and_from_both_lists(fake_nvml):

@@ -51,8 +51,9 @@ async def get_json(jp_fetch, **kwargs) -> dict:
     return json.loads(response.body)
 
 
-async def raw(http_server_client, jp_base_url, path_and_query, token=None, **kwargs):
-    headers = {"Authorization": f"token {token}"} if token else {}
+async def raw(http_server_client, jp_base_url, path_and_query, token=None, headers=None,
+              **kwargs):
+    headers = {**({"Authorization": f"token {token}"} if token else {}), **(headers or {})}
     return await http_server_client.fetch(
         jp_base_url + path_and_query, headers=headers, raise_error=False, **kwargs
     )
@@ -76,8 +77,21 @@ async def test_readings_of_two_gpus_match_the_schema(fake_nvml, jp_fetch):
     assert [gpu["name"] for gpu in body["gpus"]] == ["NVIDIA A100-SXM4-80GB",
                                                       "NVIDIA GeForce RTX 3090"]
     assert body["gpus"][1]["power"] == {"draw": None, "limit": None}
+    assert body["environment"]["kind"] in ("studio", "colab", "kaggle", "slurm", "local")
+    assert {gpu["cuda_index"] for gpu in body["gpus"]} <= {0, 1, None}
     assert body["runs"] == []
     assert body["cpu"]["count"] == psutil.cpu_count()
+
+
+async def test_the_gpus_the_servers_process_may_use_are_numbered(fake_nvml, jp_fetch,
+                                                                monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1b5d2c67")  # the RTX 3090, by a uuid prefix
+
+    body = await get_json(jp_fetch)
+
+    jsonschema.Draft202012Validator(SCHEMA).validate(body)
+    assert [gpu["cuda_index"] for gpu in body["gpus"]] == [None, 0]
+    assert body["environment"]["details"]["cuda_visible_devices"] == "GPU-1b5d2c67"
 
 
 async def test_without_nvml_the_reason_is_given_and_cpu_memory_still_served(nvml_missing,
@@ -231,6 +245,22 @@ async def test_other_methods_are_refused_cleanly(nvml_missing, http_server_clien
                          method=method, body=body)
 
     assert response.code == 405
+
+
+async def test_options_is_refused_but_a_cors_preflight_gets_jupyters_answer(
+        nvml_missing, http_server_client, jp_base_url, jp_serverapp):
+    for route in (ROUTE, ROUTE + "/metrics"):
+        plain = await raw(http_server_client, jp_base_url, route, token=token_of(jp_serverapp),
+                          method="OPTIONS")
+        anonymous = await raw(http_server_client, jp_base_url, route, method="OPTIONS")
+        preflight = await raw(http_server_client, jp_base_url, route, method="OPTIONS", headers={
+            "Origin": "https://dashboards.example", "Access-Control-Request-Method": "GET"})
+
+        assert (plain.code, anonymous.code) == (405, 405)
+        assert plain.headers["Allow"] == "GET"
+        assert b"gpus" not in plain.body
+        assert preflight.code in (200, 204)
+        assert b"gpus" not in (preflight.body or b"")
 
 
 @pytest.mark.parametrize("query", [

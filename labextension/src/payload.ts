@@ -5,10 +5,12 @@ import {
   IGpu,
   IGpuProcess,
   IGpuStatus,
+  IEnvironment,
   IMemory,
   IMigInstance,
   INvmlStatus,
-  IRun
+  IRun,
+  IUtilization
 } from './types';
 
 type JsonObject = { [key: string]: unknown };
@@ -36,6 +38,13 @@ export function parseGpuStatus(body: unknown): IGpuStatus {
     version: numberOr(body.version, 0),
     timestamp: numberOr(body.timestamp, 0),
     nvml: nvml(body.nvml as JsonObject),
+    ...('environment' in body
+      ? {
+          environment: isObject(body.environment)
+            ? environment(body.environment)
+            : null
+        }
+      : {}),
     gpus: body.gpus.map(gpu),
     cpu: cpu(body.cpu as JsonObject),
     memory: memory(body.memory as JsonObject),
@@ -48,6 +57,9 @@ function nvml(value: JsonObject): INvmlStatus {
   return {
     available: value.available === true,
     driver_version: text(value.driver_version),
+    ...('cuda_driver_version' in value
+      ? { cuda_driver_version: text(value.cuda_driver_version) }
+      : {}),
     reason: text(value.reason)
   };
 }
@@ -67,7 +79,9 @@ function gpu(value: unknown, position: number): IGpu {
     compute_capability: Array.isArray(o.compute_capability)
       ? o.compute_capability.filter(isNumber)
       : null,
-    utilization: { gpu: num(utilization.gpu), memory: num(utilization.memory) },
+    ...('pci_bus_id' in o ? { pci_bus_id: text(o.pci_bus_id) } : {}),
+    ...('cuda_index' in o ? { cuda_index: num(o.cuda_index) } : {}),
+    utilization: usage(utilization),
     memory: { used: num(memoryUse.used), total: num(memoryUse.total) },
     temperature: num(o.temperature),
     power: { draw: num(power.draw), limit: num(power.limit) },
@@ -96,7 +110,27 @@ function migInstance(o: JsonObject, position: number): IMigInstance {
   return {
     index: numberOr(o.index, position),
     uuid: text(o.uuid),
-    memory: { used: num(use.used), total: num(use.total) }
+    ...('cuda_index' in o ? { cuda_index: num(o.cuda_index) } : {}),
+    memory: { used: num(use.used), total: num(use.total) },
+    ...('utilization' in o
+      ? { utilization: usage(section(o.utilization)) }
+      : {})
+  };
+}
+
+function usage(o: JsonObject): IUtilization {
+  return {
+    gpu: num(o.gpu),
+    memory: num(o.memory),
+    ...('reason' in o ? { reason: text(o.reason) } : {})
+  };
+}
+
+function environment(o: JsonObject): IEnvironment {
+  return {
+    kind: text(o.kind) ?? 'local',
+    label: text(o.label) ?? '',
+    details: section(o.details)
   };
 }
 
@@ -104,6 +138,7 @@ function gpuProcess(o: JsonObject): IGpuProcess {
   return {
     pid: numberOr(o.pid, 0),
     memory_used: num(o.memory_used),
+    ...('compute' in o ? { compute: o.compute === true } : {}),
     user: text(o.user),
     name: text(o.name),
     command: text(o.command),

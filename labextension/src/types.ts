@@ -8,6 +8,8 @@ export interface IGpuStatus {
   /** When the server took the reading, in unix seconds. */
   timestamp: number;
   nvml: INvmlStatus;
+  /** Where the server runs (a Lightning studio, Colab, Kaggle, a SLURM job, or a plain machine). */
+  environment?: IEnvironment | null;
   /** Empty when NVML is unavailable; `nvml.reason` says why. */
   gpus: IGpu[];
   cpu: ICpu;
@@ -21,6 +23,8 @@ export interface IGpuStatus {
 export interface INvmlStatus {
   available: boolean;
   driver_version: string | null;
+  /** The newest CUDA version the driver runs, "12.4". */
+  cuda_driver_version?: string | null;
   /** Why NVML is unavailable, written for the user; null when it is available. */
   reason: string | null;
 }
@@ -30,8 +34,12 @@ export interface IGpu {
   uuid: string | null;
   name: string | null;
   compute_capability: number[] | null;
+  /** "00000000:3B:00.0". */
+  pci_bus_id?: string | null;
+  /** CUDA device number in the server's process; null when hidden from it, or split into MIG. */
+  cuda_index?: number | null;
   /** Percent busy over the driver's last sample period. */
-  utilization: { gpu: number | null; memory: number | null };
+  utilization: IUtilization;
   /** Bytes. */
   memory: { used: number | null; total: number | null };
   /** Degrees Celsius. */
@@ -51,16 +59,36 @@ export interface IGpu {
   error: string | null;
 }
 
+export interface IUtilization {
+  gpu: number | null;
+  memory: number | null;
+  /** Why the values are null (MIG: NVML does not report them); null when they are read. */
+  reason?: string | null;
+}
+
 export interface IMigInstance {
   index: number;
   uuid: string | null;
+  /** CUDA device number in the server's process; null when hidden from it. */
+  cuda_index?: number | null;
   memory: { used: number | null; total: number | null };
+  /** Always null values with a reason: NVML does not report utilization per MIG instance. */
+  utilization?: IUtilization;
+}
+
+export interface IEnvironment {
+  kind: 'studio' | 'colab' | 'kaggle' | 'slurm' | 'local' | string;
+  label: string;
+  /** Per kind, e.g. SLURM's job_id, gpus_per_task, cpus_per_task; persistent_storage. */
+  details: { [key: string]: unknown };
 }
 
 export interface IGpuProcess {
   pid: number;
   /** Bytes of GPU memory, when the driver says. */
   memory_used: number | null;
+  /** A compute (CUDA) process; false for a graphics-only one. */
+  compute?: boolean;
   user: string | null;
   name: string | null;
   command: string | null;

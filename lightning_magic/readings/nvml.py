@@ -1,9 +1,10 @@
 """NVML readings of the GPUs: one NVML session per process, device handles and the fields
-that do not change (name, uuid, total memory, power limit, compute capability, MIG mode) read
-once, the rest on every reading.
+that do not change (name, uuid, PCI bus id, total memory, power limit, compute capability, MIG
+mode) read once, the rest on every reading.
 
-A field a device does not report (MIG, consumer cards, vGPU) is None, never an error; an NVML
-error on one field or one GPU is noted in that GPU's ``error`` and hides nothing else.
+A field a device does not report (MIG, consumer cards, vGPU) is None, never an error or 0 (with
+MIG on, utilization is None with its ``reason``); an NVML error on one field or one GPU is noted
+in that GPU's ``error`` and hides nothing else.
 pynvml is imported inside functions; nothing here imports torch or Jupyter.
 """
 
@@ -13,6 +14,10 @@ import copy
 import threading
 
 from .processes import ProcessLabeler
+
+READINGS_STILL_WORK = "CPU and memory readings still work."
+MIG_UTILIZATION = ("NVML does not report utilization for a GPU split into MIG instances, nor "
+                   "for an instance (DCGM's profiling metrics do)")
 
 
 class _Gpu:
@@ -34,6 +39,7 @@ class NvmlSession:
         self.available = False
         self.reason: str | None = None
         self.driver_version: str | None = None
+        self.cuda_driver_version: str | None = None  # the newest CUDA the driver runs, "12.4"
         self.gpus: list[_Gpu] = []
         self.labeler = ProcessLabeler()
 
@@ -62,7 +68,9 @@ class NvmlSession:
                 self.reason = f"NVML started but could not count the GPUs ({error})."
                 return
             self.available = True
-            self.driver_version = _call(pynvml, pynvml.nvmlSystemGetDriverVersion, [])
+            self.driver_version = _text(_call(pynvml, pynvml.nvmlSystemGetDriverVersion, []))
+            cuda = _call(pynvml, pynvml.nvmlSystemGetCudaDriverVersion, [])
+            self.cuda_driver_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None
             for index in range(count):
                 try:
                     handle = pynvml.nvmlDeviceGetHandleByIndex(index)
@@ -74,17 +82,19 @@ class NvmlSession:
                 self.gpus.append(_Gpu(index, handle, static))
 
     def status(self) -> dict:
+        """The readings' ``nvml`` object; its reason adds that the rest is still read."""
         return {
             "available": self.available,
             "driver_version": self.driver_version,
-            "reason": self.reason,
+            "cuda_driver_version": self.cuda_driver_version,
+            "reason": f"{self.reason} {READINGS_STILL_WORK}" if self.reason else None,
         }
 
     def inventory(self) -> list[dict]:
-        """Per GPU: index, uuid, name, memory_total (bytes), compute_capability."""
+        """Per GPU: index, uuid, name, memory_total (bytes), compute_capability, pci_bus_id."""
         if not self.available:
             return []
-        keys = ("index", "uuid", "name", "memory_total", "compute_capability")
+        keys = ("index", "uuid", "name", "memory_total", "compute_capability", "pci_bus_id")
         return [{key: copy.copy(gpu.static[key]) for key in keys} for gpu in self.gpus]
 
     def read_gpus(self) -> list[dict]:
@@ -109,7 +119,7 @@ def _init_failure(pynvml, error) -> str:
     if isinstance(error, pynvml.NVMLError_LibraryNotFound):
         return (
             "No NVIDIA driver found: the NVML library (libnvidia-ml.so.1) is not on this machine "
-            "or not visible in this container. CPU and memory readings still work."
+            "or not visible in this container."
         )
     if isinstance(error, pynvml.NVMLError_DriverNotLoaded):
         return (
@@ -166,11 +176,13 @@ def _static_fields(pynvml, handle, index: int, errors: list) -> dict:
     if handle is None:
         return {"index": index, "uuid": None, "name": None, "memory_total": None,
                 "power_limit": None, "compute_capability": None, "mig_enabled": None,
+                "pci_bus_id": None,
                 "error": f"NVML could not open this GPU: {errors[0]}"}
     memory = _call(pynvml, pynvml.nvmlDeviceGetMemoryInfo, errors, handle)
     limit = _call(pynvml, pynvml.nvmlDeviceGetEnforcedPowerLimit, errors, handle)
     capability = _call(pynvml, pynvml.nvmlDeviceGetCudaComputeCapability, errors, handle)
     mig_mode = _call(pynvml, pynvml.nvmlDeviceGetMigMode, errors, handle)
+    pci = _call(pynvml, pynvml.nvmlDeviceGetPciInfo, errors, handle)
     return {
         "index": index,
         "uuid": _text(_call(pynvml, pynvml.nvmlDeviceGetUUID, errors, handle)),
@@ -179,6 +191,7 @@ def _static_fields(pynvml, handle, index: int, errors: list) -> dict:
         "power_limit": round(limit / 1000.0, 1) if limit is not None else None,
         "compute_capability": list(capability) if capability is not None else None,
         "mig_enabled": bool(mig_mode[0] == pynvml.NVML_DEVICE_MIG_ENABLE) if mig_mode else None,
+        "pci_bus_id": _text(getattr(pci, "busId", None)),
         "error": f"NVML error while reading this GPU: {errors[0]}" if errors else None,
     }
 
@@ -190,7 +203,10 @@ def _read_gpu(pynvml, gpu: _Gpu, labeler: ProcessLabeler) -> dict:
         "uuid": static["uuid"],
         "name": static["name"],
         "compute_capability": static["compute_capability"],
-        "utilization": {"gpu": None, "memory": None},
+        "pci_bus_id": static["pci_bus_id"],
+        "cuda_index": None,
+        "utilization": {"gpu": None, "memory": None,
+                        "reason": MIG_UTILIZATION if static["mig_enabled"] else None},
         "memory": {"used": None, "total": static["memory_total"]},
         "temperature": None,
         "power": {"draw": None, "limit": static["power_limit"]},
@@ -208,9 +224,12 @@ def _read_gpu(pynvml, gpu: _Gpu, labeler: ProcessLabeler) -> dict:
     def call(function, *args):
         return _call(pynvml, function, errors, handle, *args)
 
-    utilization = call(pynvml.nvmlDeviceGetUtilizationRates)
+    utilization = None if static["mig_enabled"] else call(pynvml.nvmlDeviceGetUtilizationRates)
     if utilization is not None:
-        reading["utilization"] = {"gpu": int(utilization.gpu), "memory": int(utilization.memory)}
+        reading["utilization"] = {"gpu": int(utilization.gpu), "memory": int(utilization.memory),
+                                  "reason": None}
+    elif not static["mig_enabled"]:
+        reading["utilization"]["reason"] = "NVML does not report it for this GPU"
     memory = call(pynvml.nvmlDeviceGetMemoryInfo)
     if memory is not None:
         reading["memory"] = {"used": int(memory.used), "total": int(memory.total)}
@@ -233,7 +252,9 @@ def _read_gpu(pynvml, gpu: _Gpu, labeler: ProcessLabeler) -> dict:
     }
     if static["mig_enabled"]:
         reading["mig"]["instances"] = _read_mig_instances(pynvml, handle, errors)
-    reading["processes"] = labeler.label(_gpu_processes(pynvml, handle, errors))
+    compute: set[int] = set()
+    reading["processes"] = [{**p, "compute": p["pid"] in compute} for p in
+                            labeler.label(_gpu_processes(pynvml, handle, errors, compute))]
     if errors and reading["error"] is None:
         reading["error"] = f"NVML error while reading this GPU: {errors[0]}"
     return reading
@@ -250,19 +271,24 @@ def _read_mig_instances(pynvml, handle, errors: list) -> list[dict]:
         instances.append({
             "index": slot,
             "uuid": _text(_call(pynvml, pynvml.nvmlDeviceGetUUID, errors, mig)),
+            "cuda_index": None,
             "memory": {
                 "used": int(memory.used) if memory is not None else None,
                 "total": int(memory.total) if memory is not None else None,
             },
+            "utilization": {"gpu": None, "memory": None, "reason": MIG_UTILIZATION},
         })
     return instances
 
 
-def _gpu_processes(pynvml, handle, errors: list) -> dict[int, int | None]:
-    """pid -> GPU memory in bytes (None where the driver does not say), compute and graphics."""
+def _gpu_processes(pynvml, handle, errors: list, compute: set) -> dict[int, int | None]:
+    """pid -> GPU memory in bytes (None where the driver does not say), compute and graphics;
+    the pids of compute processes are added to ``compute``."""
     found: dict[int, int | None] = {}
     for kind in ("Compute", "Graphics"):
         for process in _running_processes(pynvml, kind, handle, errors) or []:
+            if kind == "Compute":
+                compute.add(process.pid)
             used = [m for m in (getattr(process, "usedGpuMemory", None), found.get(process.pid))
                     if m is not None]
             found[process.pid] = max(used) if used else None

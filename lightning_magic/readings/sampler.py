@@ -2,8 +2,11 @@
 
 One reading is a plain dict, the body of ``GET /gpu-status`` without ``runs``::
 
-    {"version": 1, "timestamp": ..., "nvml": {...}, "gpus": [...],
+    {"version": 1, "timestamp": ..., "nvml": {...}, "environment": {...}, "gpus": [...],
      "cpu": {...}, "memory": {...}, "disk": {...}}
+
+Each GPU (and MIG instance) carries ``cuda_index``: the number CUDA gives it in this process
+(``CUDA_VISIBLE_DEVICES`` and ``CUDA_DEVICE_ORDER`` honoured), or None when hidden from it.
 
 ``snapshot()`` takes one reading now. ``get_sampler()`` returns the process's one background
 sampler, which reads at a fixed interval and lets any number of readers share the latest
@@ -26,7 +29,7 @@ import time
 from pathlib import Path
 
 
-from .environment import checkpoint_root
+from .environment import checkpoint_root, describe_environment, visible_devices
 from .host import CpuMeter, disk, memory
 from .nvml import NvmlSession
 
@@ -56,13 +59,33 @@ def _session() -> NvmlSession:
     return session
 
 
+def _with_cuda_indices(gpus: list[dict]) -> list[dict]:
+    numbers = {(d.nvml_index, d.mig_slot): d.cuda_index for d in visible_devices(gpus).devices}
+    for gpu in gpus:
+        gpu["cuda_index"] = numbers.get((gpu["index"], None))
+        for instance in gpu["mig"]["instances"]:
+            instance["cuda_index"] = numbers.get((gpu["index"], instance["index"]))
+    return gpus
+
+
+def read_gpus() -> list[dict]:
+    """The ``gpus`` part of a reading, taken now (no CPU window to wait out)."""
+    return _with_cuda_indices(_session().read_gpus())
+
+
+def no_gpu_reason() -> str:
+    """Why NVML shows no GPU, for a training error: "" when NVML is available."""
+    return _session().reason or ""
+
+
 def _read(meter: CpuMeter, disk_path: Path) -> dict:
     session = _session()
-    gpus = session.read_gpus()
+    gpus = read_gpus()
     return {
         "version": SCHEMA_VERSION,
         "timestamp": time.time(),
         "nvml": session.status(),
+        "environment": describe_environment(),
         "gpus": gpus,
         "cpu": meter.read(),
         "memory": memory(),
@@ -81,13 +104,14 @@ def snapshot(disk_path: str | os.PathLike | None = None) -> dict:
 
 
 def nvml_status() -> dict:
-    """``{"available": bool, "driver_version": str | None, "reason": str | None}``."""
+    """``{"available": bool, "driver_version": str | None, "cuda_driver_version": str | None,
+    "reason": str | None}``."""
     return _session().status()
 
 
 def list_gpus() -> list[dict]:
     """The GPUs NVML sees: index, uuid, name, memory_total (bytes), compute_capability
-    (``[major, minor]`` or None). An empty list when NVML is unavailable."""
+    (``[major, minor]`` or None), pci_bus_id. An empty list when NVML is unavailable."""
     return _session().inventory()
 
 

@@ -1,4 +1,5 @@
-"""The Jupyter server extension: ``GET {base_url}gpu-status`` (see ``handlers``), configured
+"""The Jupyter server extension: ``GET {base_url}gpu-status`` (see ``handlers``) and
+``GET {base_url}gpu-status/metrics`` for Prometheus (see ``metrics``), configured
 through ``c.GpuStatus`` (see ``config``). Enabled by the JSON file pip installs into
 ``etc/jupyter/jupyter_server_config.d``; its entry point is ``lightning_magic``'s
 ``_jupyter_server_extension_points``.
@@ -17,6 +18,7 @@ def _load_jupyter_server_extension(serverapp):
     from .. import readings
     from .config import GpuStatus
     from .handlers import SETTINGS_KEY, GpuStatusEndpoint, GpuStatusHandler
+    from .metrics import METRICS_KEY, GpuMetricsHandler, MetricsCache
 
     config = GpuStatus(parent=serverapp)
     checkpoint_root = (
@@ -28,10 +30,14 @@ def _load_jupyter_server_extension(serverapp):
         config.sample_interval, idle_timeout=config.idle_timeout, disk_path=checkpoint_root
     )
     web_app = serverapp.web_app
-    web_app.settings[SETTINGS_KEY] = GpuStatusEndpoint(config, sampler)
+    endpoint = GpuStatusEndpoint(config, sampler)
+    web_app.settings[SETTINGS_KEY] = endpoint
+    web_app.settings[METRICS_KEY] = MetricsCache(endpoint)
     route = url_path_join(web_app.settings["base_url"], "gpu-status")
-    web_app.add_handlers(".*$", [(route, GpuStatusHandler)])
+    metrics_route = url_path_join(route, "metrics")
+    web_app.add_handlers(".*$", [(route, GpuStatusHandler),
+                                 (metrics_route, GpuMetricsHandler)])
     serverapp.log.info(
-        "lightning_magic: GPU readings at %s, sampled every %s s while requested",
-        route, sampler.interval,
+        "lightning_magic: GPU readings at %s (Prometheus: %s), sampled every %s s while "
+        "requested", route, metrics_route, sampler.interval,
     )

@@ -3,18 +3,20 @@
 The handler never reads the machine itself: the process's one sampler (``readings``) does
 that in a background thread, and the handler encodes its latest reading once, however many
 clients ask for it. Requests do not count as user activity, so a sidebar polling this endpoint
-does not keep an idle server or its kernels from being culled.
+does not keep an idle server or its kernels from being culled. ``GpuStatusEndpoint`` is shared
+with the Prometheus handler (``metrics``): both serve the same labelled reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 
 import psutil
 from jupyter_core.utils import ensure_async
-from jupyter_server.auth.decorator import authorized
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
@@ -37,6 +39,8 @@ class GpuStatusEndpoint:
         self.user = psutil.Process().username()
         self._encoded_for: tuple | None = None
         self._encoded = b""
+        self._view_for: tuple | None = None
+        self._view: tuple[list[dict], list[dict]] = ([], [])
         self._runs: list[dict] = []
         self._runs_at = float("-inf")
 
@@ -46,19 +50,33 @@ class GpuStatusEndpoint:
             self._runs_at = time.monotonic()  # concurrent requests reuse the list meanwhile
             loop = asyncio.get_running_loop()
             try:
-                self._runs = await loop.run_in_executor(None, list_runs)
+                self._runs = await loop.run_in_executor(None, functools.partial(
+                    list_runs, show_other_users=self.config.show_other_users_processes))
             except Exception:  # the readings must still be served
                 self.config.log.warning("Could not list the active runs", exc_info=True)
                 self._runs = []
             self._runs_at = time.monotonic()
         return self._runs
 
-    async def body(self, reading: dict, session_manager) -> bytes:
+    async def reading(self) -> dict:
+        """The sampler's latest reading; waits (off the event loop) for the first one."""
+        reading = self.sampler.cached()
+        if reading is None:  # the sampler is taking its first reading since it started
+            loop = asyncio.get_running_loop()
+            try:
+                reading = await loop.run_in_executor(None, self.sampler.latest)
+            except TimeoutError as error:
+                raise web.HTTPError(503, str(error), reason="Readings not ready") from error
+        return reading
+
+    async def view(self, reading: dict, session_manager) -> tuple[list[dict], list[dict]]:
+        """(gpus, runs) as served: other users' processes per the settings, notebook paths
+        added. Worked out once per reading and runs listing, however many requests ask."""
         runs = await self.runs()
-        key = (reading, runs)
-        if self._encoded_for is not None and self._encoded_for[0] is reading \
-                and self._encoded_for[1] is runs:
-            return self._encoded
+        if self._view_for is not None and self._view_for[0] is reading \
+                and self._view_for[1] is runs:
+            return self._view
+        source_runs = runs
         gpus = reading["gpus"]  # ranks of published runs are labelled by the readings
         if not self.config.show_other_users_processes:
             gpus = [
@@ -74,8 +92,17 @@ class GpuStatusEndpoint:
             else:
                 gpus = _with_notebook_paths(gpus, paths)
                 runs = [{**run, "notebook_path": paths.get(run.get("kernel_id"))} for run in runs]
+        self._view_for, self._view = (reading, source_runs), (gpus, runs)
+        return gpus, runs
+
+    async def body(self, reading: dict, session_manager) -> bytes:
+        view = await self.view(reading, session_manager)
+        if self._encoded_for is not None and self._encoded_for[0] is reading \
+                and self._encoded_for[1] is view:
+            return self._encoded
+        gpus, runs = view
         body = json.dumps({**reading, "gpus": gpus, "runs": runs}).encode()
-        self._encoded_for, self._encoded = key, body
+        self._encoded_for, self._encoded = (reading, view), body
         return body
 
 
@@ -99,23 +126,32 @@ def _with_notebook_paths(gpus: list[dict], paths: dict[str, str]) -> list[dict]:
     ]
 
 
-class GpuStatusHandler(APIHandler):
-    """Live GPU, CPU and memory readings; see lightning_magic/schema/gpu-status.schema.json."""
+class ReadOnlyHandler(APIHandler):
+    """A GET-only endpoint: every other method, OPTIONS included, is answered 405. A browser's
+    CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) still gets Jupyter's
+    answer, so cross-origin access works where the server allows it."""
 
     auth_resource = AUTH_RESOURCE
     _track_activity = False
+
+    @allow_unauthenticated
+    def options(self, *args, **kwargs):
+        headers = self.request.headers
+        if headers.get("Origin") and headers.get("Access-Control-Request-Method"):
+            return super().options(*args, **kwargs)
+        self.set_status(405)
+        self.set_header("Allow", "GET")
+        return self.finish(json.dumps({"message": f"{self.request.path} answers GET only."}))
+
+
+class GpuStatusHandler(ReadOnlyHandler):
+    """Live GPU, CPU and memory readings; see lightning_magic/schema/gpu-status.schema.json."""
 
     @web.authenticated
     @authorized
     async def get(self):
         endpoint: GpuStatusEndpoint = self.settings[SETTINGS_KEY]
-        reading = endpoint.sampler.cached()
-        if reading is None:  # the sampler is taking its first reading since it started
-            loop = asyncio.get_running_loop()
-            try:
-                reading = await loop.run_in_executor(None, endpoint.sampler.latest)
-            except TimeoutError as error:
-                raise web.HTTPError(503, str(error), reason="Readings not ready") from error
+        reading = await endpoint.reading()
         body = await endpoint.body(reading, self.session_manager)
         self.set_header("Cache-Control", "no-store")
         await self.finish(body)

@@ -12,6 +12,12 @@ In pytest::
 
     def test_missing(nvml_missing): ...      # nvmlInit raises NVMLError_LibraryNotFound
 
+    def test_shared(fake_nvml, another_users_process):  # a real process of user nobody
+        fake_nvml.gpus[0].processes = [(another_users_process, 4 * GIB)]
+
+GPUs have UUIDs and PCI bus ids (``FakeGpu.pci_bus_id``, by default in index order); a
+``FakeGpu`` with ``mig=[FakeMig(...), ...]`` has MIG enabled with those instances.
+
 Outside pytest::
 
     from nvml_standin import install, two_gpus
@@ -60,6 +66,7 @@ class FakeGpu:
     ecc_corrected: int = 0
     ecc_uncorrected: int = 0
     compute_capability: tuple[int, int] = (8, 0)
+    pci_bus_id: str | None = None  # None: "00000000:<n>:00.0", n following the NVML index
     mig: list[FakeMig] | None = None  # None: MIG not supported; a list: MIG enabled
     # (pid, used GPU memory in bytes or None) of compute and graphics processes
     processes: list[tuple[int, int | None]] = field(default_factory=list)
@@ -79,6 +86,7 @@ class FakeGpu:
 class NvmlSpec:
     gpus: list[FakeGpu] = field(default_factory=list)
     driver_version: str = "550.54.15"
+    cuda_driver_version: int = 12040  # as nvmlSystemGetCudaDriverVersion says: 12.4
     # the NVML_ERROR_* name nvmlInit raises, e.g. "LIBRARY_NOT_FOUND", or None
     init_error: str | None = None
 
@@ -203,6 +211,14 @@ class FakeNvml:
             self._count("nvmlSystemGetDriverVersion")
             return self.spec.driver_version
 
+        def cuda_driver_version():
+            self._count("nvmlSystemGetCudaDriverVersion")
+            return self.spec.cuda_driver_version
+
+        def pci_info(handle):
+            gpu = self._gpu(handle, "nvmlDeviceGetPciInfo")
+            return SimpleNamespace(busId=gpu.pci_bus_id or f"00000000:{handle.gpu + 1:02X}:00.0")
+
         def count():
             self._count("nvmlDeviceGetCount")
             if self.initialized <= 0:
@@ -271,6 +287,8 @@ class FakeNvml:
             "nvmlInit": init,
             "nvmlShutdown": shutdown,
             "nvmlSystemGetDriverVersion": driver_version,
+            "nvmlSystemGetCudaDriverVersion": cuda_driver_version,
+            "nvmlDeviceGetPciInfo": pci_info,
             "nvmlDeviceGetCount": count,
             "nvmlDeviceGetHandleByIndex": handle_by_index,
             "nvmlDeviceGetMigDeviceHandleByIndex": mig_handle,
@@ -320,3 +338,20 @@ def make_fake_nvml():
     yield make
     for generator in reversed(generators):
         generator.close()
+
+
+@pytest.fixture
+def another_users_process():
+    """The pid of a real process of user ``nobody`` (for GPUs that other users are on); the
+    test is skipped where this process cannot start one (it needs root)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("starting a process as another user needs root")
+    process = subprocess.Popen(["/bin/sh", "-c", "echo ready; cat"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, user=65534, group=65534, cwd="/")
+    process.stdout.readline()
+    yield process.pid
+    process.stdin.close()
+    process.wait(timeout=30)

@@ -53,6 +53,50 @@ describe('parseGpuStatus', () => {
     expect(parsed.cpu.percent).toBe(25.5);
   });
 
+  it('keeps the CUDA numbering, the environment and MIG reasons', () => {
+    const body = readingJson() as any;
+    body.nvml.cuda_driver_version = '12.4';
+    body.environment = {
+      kind: 'slurm',
+      label: 'SLURM job 42 on node07',
+      details: { job_id: '42', gpus_per_task: 2, cpus_per_task: 8 }
+    };
+    body.gpus[0].cuda_index = null;
+    body.gpus[0].pci_bus_id = '00000000:3B:00.0';
+    body.gpus[0].utilization = {
+      gpu: null,
+      memory: null,
+      reason:
+        'NVML does not report utilization for a GPU split into MIG instances'
+    };
+    body.gpus[0].mig = {
+      enabled: true,
+      instances: [
+        {
+          index: 0,
+          uuid: 'MIG-a',
+          cuda_index: 0,
+          memory: { used: 1, total: 2 },
+          utilization: { gpu: null, memory: null, reason: 'per MIG instance' }
+        }
+      ]
+    };
+    body.gpus[1].cuda_index = 'one';
+    const parsed = parseGpuStatus(JSON.parse(JSON.stringify(body)));
+    expect(parsed.nvml.cuda_driver_version).toBe('12.4');
+    expect(parsed.environment?.kind).toBe('slurm');
+    expect(parsed.environment?.details.cpus_per_task).toBe(8);
+    expect(parsed.gpus[0].cuda_index).toBeNull();
+    expect(parsed.gpus[1].cuda_index).toBeNull();
+    expect(parsed.gpus[0].pci_bus_id).toBe('00000000:3B:00.0');
+    expect(parsed.gpus[0].utilization.reason).toContain('MIG');
+    expect(parsed.gpus[0].mig.instances[0].cuda_index).toBe(0);
+    expect(parsed.gpus[0].mig.instances[0].utilization?.gpu).toBeNull();
+    expect(parsed.gpus[0].mig.instances[0].utilization?.reason).toBe(
+      'per MIG instance'
+    );
+  });
+
   it('keeps the keys of a run', () => {
     const run = {
       run_id: 'r1',

@@ -85,7 +85,16 @@ class LabServer:
             "JUPYTERLAB_SETTINGS_DIR": str(settings),
             "JUPYTERLAB_WORKSPACES_DIR": str(self.home / "workspaces"),
             "PYTHONUNBUFFERED": "1",
+            # kernels import this checkout's lightning_magic, as the tests do
+            "PYTHONPATH": os.pathsep.join(p for p in (str(TESTS.parent),
+                                                       os.environ.get("PYTHONPATH")) if p),
         }
+        built = TESTS.parent / "lightning_magic" / "labextension"
+        if (built / "package.json").is_file():  # the panel as built from these sources
+            extensions = self.home / "jupyter-path" / "labextensions"
+            extensions.mkdir(parents=True)
+            (extensions / "lightning-magic").symlink_to(built)
+            env["JUPYTER_PATH"] = str(self.home / "jupyter-path")
         self.process = subprocess.Popen(
             [sys.executable, str(SERVE), "--nvml", "two-gpus", "lab",
              "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
@@ -336,3 +345,189 @@ def test_panel_moves_to_the_other_sidebar(page):
     # Its tab there closes it.
     left_tab.click()
     expect(panel).to_be_hidden()
+
+
+# -- what the kernel shows, in every theme -------------------------------------------------------
+
+THEMES = ["JupyterLab Light", "JupyterLab Dark", "JupyterLab Dark High Contrast"]
+OUTPUTS = {"gpu-status": ".lm-gpu-status", "summary": ".lightning-magic-run[data-status='finished']",
+           "failure": ".lightning-magic-report", "failed-summary": ".lightning-magic-run[data-status='failed']"}
+RUN_NOTEBOOK = {
+    "cells": [
+        {"cell_type": "code", "source": "%load_ext lightning_magic"},
+        {"cell_type": "code", "source": "%gpu_status"},
+        {"cell_type": "code", "source": (
+            "import torch\nimport lightning.pytorch as pl\n"
+            "from torch.utils.data import DataLoader, TensorDataset\n\n"
+            "class Net(pl.LightningModule):\n"
+            "    def __init__(self):\n"
+            "        super().__init__()\n"
+            "        self.layer = torch.nn.Linear(8, 1)\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        x, y = batch\n"
+            "        loss = torch.nn.functional.mse_loss(self.layer(x), y)\n"
+            "        self.log('train_loss', loss)\n"
+            "        self.log('lr', 1e-4 / (1 + self.global_step))\n"
+            "        return loss\n"
+            "    def validation_step(self, batch, batch_idx):\n"
+            "        x, y = batch\n"
+            "        self.log('val_loss', torch.nn.functional.mse_loss(self.layer(x), y))\n"
+            "    def configure_optimizers(self):\n"
+            "        return torch.optim.SGD(self.parameters(), lr=0.05)\n\n"
+            "X = torch.randn(256, 8)\ndata = TensorDataset(X, X.sum(1, keepdim=True))")},
+        {"cell_type": "code", "source": (
+            "%%lightning_train --accelerator cpu --devices 2 --max-epochs 4\n"
+            "model = Net()\ntrain_loader = DataLoader(data, batch_size=32)\n"
+            "val_loader = DataLoader(data, batch_size=64)")},
+        {"cell_type": "code", "metadata": {"tags": ["raises-exception"]}, "source": (
+            "%%lightning_train --accelerator cpu --devices 2 --max-epochs 2\n"
+            "class Fails(Net):\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        if self.global_step == 5:\n"
+            "            raise ValueError('a value the model cannot use')\n"
+            "        return super().training_step(batch, batch_idx)\n"
+            "model = Fails()\ntrain_loader = DataLoader(data, batch_size=32)")},
+    ],
+    "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                "name": "python3"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+# WCAG contrast of every piece of text in ``root`` against what is behind it: colours as the
+# page computed them (alpha composed over the backgrounds below), SVG text by its fill.
+CONTRAST_JS = """root => {
+  const parse = c => {
+    let m = c.match(/^rgba?\\(([^)]+)\\)/);
+    if (m) { const v = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+             return [v[0], v[1], v[2], v.length > 3 ? v[3] : 1]; }
+    m = c.match(/^color\\(srgb ([^)]+)\\)/);
+    if (m) { const v = m[1].split(/[ \\/]+/).filter(Boolean).map(Number);
+             return [v[0] * 255, v[1] * 255, v[2] * 255, v.length > 3 ? v[3] : 1]; }
+    return null;
+  };
+  const over = (top, bottom) => {
+    const a = top[3];
+    return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]);
+  };
+  const lum = c => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const background = el => {
+    const layers = [];
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      if (node instanceof SVGElement && !(node instanceof SVGSVGElement)) continue;
+      const c = parse(getComputedStyle(node).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let colour = [255, 255, 255, 1];
+    for (const layer of layers.reverse()) colour = over(layer, colour);
+    return colour;
+  };
+  const found = [];
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const seen = new Set();
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    const el = text.parentElement;
+    if (!text.textContent.trim() || seen.has(el) || !el.getClientRects().length) continue;
+    if (el.closest('details:not([open]) > :not(summary)')) continue;
+    if (el.closest('title, style')) continue;
+    seen.add(el);
+    const style = getComputedStyle(el);
+    const back = background(el);
+    const fg = over(parse(el instanceof SVGElement ? style.fill : style.color) || [0, 0, 0, 1], back);
+    const [a, b] = [lum(fg), lum(back)];
+    found.push({text: text.textContent.trim().slice(0, 40),
+                ratio: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)});
+  }
+  return found;
+}"""
+
+# Every label of every chart inside its own SVG's box.
+CLIPPED_JS = """root => {
+  const clipped = [];
+  for (const svg of root.querySelectorAll('svg.lightning-magic-chart')) {
+    const box = svg.getBoundingClientRect();
+    for (const label of svg.querySelectorAll('text')) {
+      const r = label.getBoundingClientRect();
+      if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5
+          || r.bottom > box.bottom + 0.5) {
+        clipped.push(label.textContent);
+      }
+    }
+  }
+  return clipped;
+}"""
+
+
+@pytest.fixture(scope="module")
+def ran_notebook(lab, browser):
+    """A notebook run top to bottom in the lab: %gpu_status, a run and a failing run."""
+    (lab.home / "notebooks" / "outputs.ipynb").write_text(json.dumps({
+        **RUN_NOTEBOOK, "cells": [dict(cell, metadata=cell.get("metadata", {}), outputs=[],
+                                       execution_count=None) for cell in RUN_NOTEBOOK["cells"]]}))
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.goto(lab.url.replace("/lab?reset", "/lab/tree/outputs.ipynb?reset"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function(
+        """() => { const panel = window.jupyterapp.shell.currentWidget;
+                   const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                                  && panel.sessionContext.session.kernel;
+                   return kernel && kernel.connectionStatus === 'connected'
+                          && kernel.status === 'idle'; }""", timeout=120_000)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    try:
+        for selector in OUTPUTS.values():
+            page.wait_for_selector(selector, timeout=240_000)
+    except Exception:
+        _screenshot(page, "outputs-not-shown.png")
+        raise
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def _output_of(page, selector: str):
+    return page.locator(".jp-OutputArea-output", has=page.locator(selector)).first
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_what_the_kernel_shows_is_readable_in_every_theme(ran_notebook, theme):
+    page = ran_notebook
+    page.evaluate(
+        "theme => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", theme)
+    page.wait_for_function("theme => document.body.dataset.jpThemeName === theme", arg=theme)
+    page.wait_for_timeout(300)  # the theme's stylesheet is applied after the name changes
+    slug = theme.removeprefix("JupyterLab ").lower().replace(" ", "-")
+    low = []
+    for name, selector in OUTPUTS.items():
+        output = _output_of(page, selector)
+        output.scroll_into_view_if_needed()
+        _screenshot(output, f"output-{name}-{slug}.png")
+        for item in output.evaluate(CONTRAST_JS):
+            if item["ratio"] < 4.5:
+                low.append(f"{name}: {item['text']!r} {item['ratio']:.2f}")
+    assert not low, f"{theme}: text below WCAG AA (4.5:1):\n" + "\n".join(low)
+
+
+def test_chart_labels_sit_inside_their_charts_and_stay_legible_in_a_narrow_notebook(ran_notebook):
+    page = ran_notebook
+    summary = _output_of(page, OUTPUTS["summary"])
+    assert summary.locator("svg.lightning-magic-chart").count() >= 3
+    assert summary.evaluate(CLIPPED_JS) == []
+    labels = summary.locator("svg.lightning-magic-chart text")
+    assert "epoch 0" not in " ".join(labels.all_text_contents())
+    # with the sidebar open the charts wrap instead of shrinking their text
+    page.set_viewport_size({"width": 900, "height": 1100})
+    page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
+    page.wait_for_timeout(300)
+    assert summary.evaluate(CLIPPED_JS) == []
+    smallest = summary.evaluate(
+        "el => Math.min(...Array.from(el.querySelectorAll('svg.lightning-magic-chart text'))"
+        ".map(t => t.getBoundingClientRect().height))")
+    assert smallest >= 9, f"chart text is {smallest:.1f} px high with the sidebar open"
+    _screenshot(summary, "output-summary-narrow.png")
+    page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
+    page.set_viewport_size({"width": 1400, "height": 1100})

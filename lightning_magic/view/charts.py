@@ -143,10 +143,10 @@ def _panel(name: str, points: list[Point], epochs: Sequence[tuple[int, float]],
     for tick, label in zip(y_ticks, y_labels):
         y = sy(tick)
         parts.append(f"<line x1='{x0:.1f}' y1='{y:.1f}' x2='{x1:.1f}' y2='{y:.1f}' "
-                     f"stroke='{GRID}'/>")
+                     f"style='stroke:{GRID}'/>")
         parts.append(_text(x0 - 4, y + LABEL_PX * 0.35, label, "end"))
     parts.append(f"<rect x='{x0:.1f}' y='{y0:.1f}' width='{x1 - x0:.1f}' height='{y1 - y0:.1f}' "
-                 f"fill='none' stroke='{BORDER}'/>")
+                 f"style='fill:none;stroke:{BORDER}'/>")
     parts += _epoch_marks(epochs, lo_x, hi_x, sx, x0, x1, y0, y1)
     parts += _step_ticks(lo_x, hi_x, sx, y1 + 28)
     coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
@@ -175,7 +175,7 @@ def _epoch_marks(epochs: Sequence[tuple[int, float]], lo_x: float, hi_x: float, 
         x = sx(start)
         if x > x0 + 0.5:
             parts.append(f"<line x1='{x:.1f}' y1='{y0:.1f}' x2='{x:.1f}' y2='{y1 + 3:.1f}' "
-                         f"stroke='{BORDER}' stroke-dasharray='3 3'/>")
+                         f"stroke-dasharray='3 3' style='stroke:{BORDER}'/>")
         text = f"epoch {epoch}" if index == 0 or every > 1 or len(marks) < 6 else str(epoch)
         left = max(x0, x + 2)
         if left < free_from:
@@ -205,9 +205,10 @@ def _step_ticks(lo_x: float, hi_x: float, sx: Any, y: float) -> list[str]:
 
 def _text(x: float, y: float, text: str, anchor: str, fill: str = MUTED, size: int = LABEL_PX,
           bold: bool = False) -> str:
-    weight = " font-weight='bold'" if bold else ""
-    return (f"<text x='{x:.1f}' y='{y:.1f}' fill='{fill}' font-size='{size}'{weight} "
-            f"text-anchor='{anchor}'>{escape(text)}</text>")
+    weight = ";font-weight:bold" if bold else ""
+    # colours as styles: var() is a CSS value, not one an SVG presentation attribute takes
+    return (f"<text x='{x:.1f}' y='{y:.1f}' text-anchor='{anchor}' "
+            f"style='fill:{fill};font-size:{size}px{weight}'>{escape(text)}</text>")
 
 
 def _clip(text: str, width: int) -> str:

@@ -183,3 +183,56 @@ def test_several_mig_slices_train_on_one(make_fake_nvml):
     assert any("one MIG instance" in n for n in resolved.notes)
     with pytest.raises(UsageError, match="a process can use one MIG instance"):
         hardware.resolve("0,1", None, None, None, gpus, reason)
+
+
+# -- a real GPU --------------------------------------------------------------------------------
+
+TRAIN_ON_THE_GPU = '''
+import os
+
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Net(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(32, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        assert x.device.type == "cuda" and torch.cuda.device_count() == 1
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("loss", loss)
+        self.log("device_uuid_matches", float(
+            str(torch.cuda.get_device_properties(0).uuid) in os.environ["CUDA_VISIBLE_DEVICES"]))
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+X = torch.randn(512, 32)
+model = Net()
+train_loader = DataLoader(TensorDataset(X, X[:, :1]), batch_size=64)
+'''
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_pinned_by_uuid_gpu_0_trains_on_that_gpu(ip, gpu_available, monkeypatch):
+    from IPython.utils.capture import capture_output
+
+    target = gpu_available[-1]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", target["uuid"])
+    readings.shutdown()
+
+    with capture_output() as captured:
+        result = ip.run_cell(f"%%lightning_train --devices gpu:0 --max-epochs 1\n"
+                             f"{TRAIN_ON_THE_GPU}")
+
+    assert result.success, captured.stdout + str(result.error_in_exec)
+    run = result.result
+    assert run.status == "finished" and run.accelerator == "gpu" and run.devices == [0]
+    assert run.metrics["device_uuid_matches"] == 1.0

@@ -531,3 +531,33 @@ def test_chart_labels_sit_inside_their_charts_and_stay_legible_in_a_narrow_noteb
     _screenshot(summary, "output-summary-narrow.png")
     page.evaluate("window.jupyterapp.commands.execute('application:toggle-left-area')")
     page.set_viewport_size({"width": 1400, "height": 1100})
+
+
+def test_the_quickstart_opens_unmodified(lab, browser):
+    """JupyterLab writes the kernel's language_info and kernelspec into a notebook it opens and
+    then marks it modified when they differ: the committed notebooks carry what the kernel says."""
+    import platform
+    import shutil
+
+    source = TESTS.parent / "notebooks" / "quickstart.ipynb"
+    version = json.loads(source.read_text())["metadata"]["language_info"].get("version")
+    if version != platform.python_version():
+        pytest.skip(f"the notebook names Python {version}; this kernel is "
+                    f"{platform.python_version()}, and JupyterLab records the kernel's")
+    shutil.copy(source, lab.home / "notebooks" / "quickstart.ipynb")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(lab.url.replace("/lab?reset", "/lab/tree/quickstart.ipynb?reset"))
+        page.wait_for_function(
+            """() => { const panel = window.jupyterapp.shell.currentWidget;
+                       const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                                      && panel.sessionContext.session.kernel;
+                       return kernel && kernel.connectionStatus === 'connected'
+                              && kernel.status === 'idle' && kernel.info; }""", timeout=120_000)
+        page.wait_for_function(  # the language_info of the kernel's reply is in the model
+            "() => window.jupyterapp.shell.currentWidget.model.getMetadata('language_info')"
+            ".version !== undefined")
+        assert page.evaluate("window.jupyterapp.shell.currentWidget.context.model.dirty") is False
+    finally:
+        context.close()

@@ -46,17 +46,17 @@ class LightningMagics(Magics):
         except Refused as refused:
             display(refused.report)
             raise
-        for note in train.run_notes(plan):
-            print(note)
-        run = train.run(plan)
-        self.shell.user_ns[opts.out] = run
-        if not run.ok:
-            from .train.results import TrainingFailed
+        result = train.run(plan)
+        run = result.run
+        if run is not None:
+            self.shell.user_ns[opts.out] = run
+            if not run.ok:
+                from .train.results import TrainingFailed
 
-            if run.report is not None:
-                display(run.report)
-            raise TrainingFailed(run, opts.out)
-        return run
+                if run.report is not None:
+                    display(run.report)
+                raise TrainingFailed(run, opts.out)
+        return result.value
 
     @line_magic
     def gpu_status(self, line: str = "") -> Any:

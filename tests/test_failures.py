@@ -16,7 +16,7 @@ from lightning_magic.train.results import TrainingFailed
 pytestmark = pytest.mark.slow
 
 DEFINITIONS = '''
-import os, signal, time
+import os, signal, threading, time
 import torch
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -102,7 +102,10 @@ def test_rank_exit_is_reported(shell):
 @pytest.mark.parametrize("signum, name", [("SIGKILL", "SIGKILL"), ("SIGSEGV", "SIGSEGV"),
                                           ("SIGABRT", "SIGABRT")])
 def test_rank_killed_by_a_signal(shell, signum, name):
-    run, _ = failing_run(shell, f"    os.kill(os.getpid(), signal.{signum})")
+    # SIGKILL comes from outside; a crash (SIGSEGV, SIGABRT) happens in the thread that crashes
+    body = "    os.kill(os.getpid(), signal.SIGKILL)" if signum == "SIGKILL" else \
+        f"    signal.pthread_kill(threading.get_ident(), signal.{signum})"
+    run, _ = failing_run(shell, body)
     assert run.report.key == "signal_killed"
     assert name in run.report.title + run.report.what_happened
     assert "rank 1" in run.report.what_happened.lower()

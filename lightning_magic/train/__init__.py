@@ -5,17 +5,23 @@ imports Lightning's trainer machinery. The kernel side prepares (``prepare``: fl
 against the hardware, the checkpoint folder, every pre-fork guard) and runs (``run``: the cell,
 then its training); the ranks run Lightning's own loops.
 
-- ``run``: the ``Plan`` and the run of one cell; ``checkpoints``: where they go, ``--resume``.
+- ``run``: ``prepare`` and ``run`` of one cell; ``cell``: executing the cell itself.
+- ``trainer``: the cell's Trainer made by the magic (``Intercept``, ``MagicTrainer``);
+  ``build``: its arguments; ``strategies``: Lightning's strategies with the notebook launcher;
+  ``namespaces``: ``lightning.pytorch`` and ``pytorch_lightning`` alike.
+- ``session``: what a Trainer keeps from its cell, and one launch's kernel side.
+- ``checkpoints``: where they go, ``--resume``; ``transfer``: rank 0's state into the kernel;
+  ``predictions``: predict's batches shared by the ranks, and merged back in order.
 - ``discovery``: the model and data a cell made; ``guards``: every pre-fork check.
 - ``cuda_watch``: which cell initialized CUDA in the kernel.
-- ``launcher`` (kernel side: start, watch, end ranks) and ``supervision`` (root cause, stalls,
-  ending process groups); ``control``: state shared by the kernel and its ranks.
+- ``launcher`` (start and end ranks, rank-side work), ``supervision_loop`` (the kernel's wait),
+  ``supervision`` (root cause, stalls, ending process groups), ``interrupts`` (stop presses);
+  ``control``: state shared by the kernel and its ranks.
 - ``rank``: code that runs inside a rank; ``callbacks``: the run's Lightning callbacks.
 - ``events``: rank 0 -> kernel progress events; ``failures``: what is known when a run fails.
 - ``results``: ``TrainingRun``, what a cell gives back.
 """
 
-from .run import prepare, run
-from .run import notes_before_training as run_notes
+from .run import CellResult, prepare, run
 
-__all__ = ["prepare", "run", "run_notes"]
+__all__ = ["CellResult", "prepare", "run"]

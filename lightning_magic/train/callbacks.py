@@ -1,5 +1,9 @@
-"""The Lightning callbacks of a run, active in every rank: history, progress events for the
-kernel, the heartbeat and stop protocol of ``RunControl``, and the non-finite-loss guard."""
+"""The Lightning callbacks the magic adds to a run, active in every rank: history, events for the
+kernel, the heartbeat and stop protocol of ``RunControl``, the non-finite-loss guard, and the
+run's own ``last.ckpt`` (written atomically, beside whatever checkpoints the user asked for).
+
+Each takes the run's ``link``: an object whose ``control`` is the ``RunControl`` of the launch in
+progress (made by the kernel just before the fork, so every rank sees its own launch's)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from typing import Any, Mapping, Optional
 
 from lightning.pytorch.callbacks import Callback
 
-from .control import RunControl
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -69,8 +72,8 @@ class RunSupervisor(Callback):
     ``StopRequested``. No collective is added to the training step.
     """
 
-    def __init__(self, control: RunControl, stop_checkpoint: str, check: bool = False) -> None:
-        self.control = control
+    def __init__(self, link: Any, stop_checkpoint: Optional[str], check: bool = False) -> None:
+        self.link = link
         self.stop_checkpoint = stop_checkpoint
         self.check = check
         self.check_results: dict[str, Any] = {}
@@ -99,14 +102,13 @@ class RunSupervisor(Callback):
             self._save_stop_checkpoint(trainer)
             raise StopRequested(f"stopped at step {trainer.global_step}")
 
+    @property
+    def control(self) -> Any:
+        return self.link.control
+
     def _save_stop_checkpoint(self, trainer: Any) -> None:
-        """Every rank takes part (the strategy may gather state); rank 0 writes. The file only
-        replaces the previous last.ckpt once complete, so a kill mid-save never leaves a
-        truncated checkpoint for --resume last."""
-        partial = f"{self.stop_checkpoint}.partial"
-        trainer.save_checkpoint(partial)
-        if trainer.global_rank == 0 and os.path.exists(partial):
-            os.replace(partial, self.stop_checkpoint)
+        if self.stop_checkpoint is not None and trainer.training:
+            save_atomically(trainer, self.stop_checkpoint)
 
     def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
@@ -114,6 +116,12 @@ class RunSupervisor(Callback):
         # by every rank; no checkpoint is written in the middle of a validation loop.
         if self.control.batch_done(trainer.global_rank):
             raise StopRequested(f"stopped during validation at step {trainer.global_step}")
+
+    def on_test_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.on_validation_batch_end(trainer)
+
+    def on_predict_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
+        self.on_validation_batch_end(trainer)
 
     def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
@@ -137,11 +145,11 @@ def _check_collectives(trainer: Any) -> dict[str, Any]:
             "backend": getattr(strategy, "_process_group_backend", None)}
 
 
-class ProgressReporter(Callback):
+class EventReporter(Callback):
     """Rank 0 sends progress events to the kernel (at most every ``min_interval`` seconds)."""
 
-    def __init__(self, control: RunControl, min_interval: float = 0.1) -> None:
-        self.control = control
+    def __init__(self, link: Any, min_interval: float = 0.1) -> None:
+        self.link = link
         self.min_interval = min_interval
         self._last_sent = 0.0
         self._samples = 0
@@ -151,7 +159,7 @@ class ProgressReporter(Callback):
             return
         event["time"] = time.time()
         try:
-            self.control.progress_writer.send(event)
+            self.link.control.progress_writer.send(event)
         except (OSError, ValueError):  # the kernel stopped listening; training goes on
             pass
 
@@ -162,7 +170,9 @@ class ProgressReporter(Callback):
             "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
             "total_batches": total if isinstance(total, int) else None,
             "world_size": trainer.world_size, "step": trainer.global_step,
-            "epoch": trainer.current_epoch})
+            "epoch": trainer.current_epoch, "batch_size": _loader_batch_size(trainer),
+            "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
+            "threads": torch_threads()})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_rank != 0:
@@ -201,3 +211,59 @@ def _batch_length(batch: Any) -> int:
         return len(first)
     except TypeError:
         return 1
+
+
+class LastCheckpoint(Callback):
+    """The run's own ``last.ckpt`` in its folder, after every training epoch and at the end of
+    training: what ``--resume last`` continues from. Not a ModelCheckpoint, so a module whose
+    ``configure_callbacks`` returns one does not replace it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._saved_step: Optional[int] = None
+
+    def _save(self, trainer: Any) -> None:
+        if trainer.sanity_checking or trainer.global_step == self._saved_step:
+            return
+        save_atomically(trainer, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._save(trainer)
+
+
+MAGIC_CALLBACKS = (HistoryRecorder, RunSupervisor, EventReporter, LastCheckpoint)
+
+
+def save_atomically(trainer: Any, path: str) -> None:
+    """Every rank takes part (the strategy may gather state); rank 0 writes to a temporary name,
+    syncs it to disk and renames it over ``path``: a kill or a full disk mid-save never leaves a
+    truncated checkpoint behind, and the partial file is removed."""
+    partial = f"{path}.partial"
+    try:
+        trainer.save_checkpoint(partial)
+        if trainer.global_rank == 0 and os.path.exists(partial):
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+    finally:
+        if trainer.global_rank == 0 and os.path.exists(partial):
+            os.remove(partial)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _loader_batch_size(trainer: Any) -> Optional[int]:
+    loader = trainer.train_dataloader
+    for candidate in (loader, getattr(loader, "batch_sampler", None)):
+        size = getattr(candidate, "batch_size", None)
+        if isinstance(size, int):
+            return size
+    return None

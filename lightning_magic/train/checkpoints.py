@@ -1,14 +1,23 @@
-"""Where a run's checkpoints go, and which checkpoint ``--resume`` continues from."""
+"""Where a run's checkpoints go, and which checkpoint ``--resume`` continues from.
+
+Each Trainer made under the magic gets a folder of its own under the checkpoint root (or
+``--ckpt-dir``, or the Trainer's own ``default_root_dir``), with a ``run.json`` naming the model
+class it trained, so that ``--resume last`` continues only a run of the same model.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from datetime import datetime
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
 from ..flags import TrainFlags
+
+RUN_INFO = "run.json"
 
 
 def runs_root(cwd: str) -> str:
@@ -18,44 +27,104 @@ def runs_root(cwd: str) -> str:
     return str(checkpoint_root(cwd))
 
 
-def check_resume(flags: TrainFlags, cwd: str) -> Optional[str]:
-    """The checkpoint --resume points at, or a UsageError saying why there is none."""
+def check_resume(flags: TrainFlags, cwd: str) -> None:
+    """Before the cell runs: a UsageError when ``--resume`` can point at nothing at all."""
     if flags.resume is None:
-        return None
+        return
     if flags.resume != "last":
         path = os.path.abspath(os.path.expanduser(flags.resume))
         if not os.path.isfile(path):
             raise UsageError(f"--resume {flags.resume}: no such checkpoint file. Give 'last' or "
                              "the path of a .ckpt file.")
-        return path
+        return
     if flags.ckpt_dir is not None:
         path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
         if not os.path.isfile(path):
             raise UsageError(f"--resume last: {flags.ckpt_dir} has no last.ckpt yet. Train once "
                              f"with --ckpt-dir {flags.ckpt_dir} first, or drop --resume.")
-        return path
-    root = runs_root(cwd)
-    candidates = []
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            path = os.path.join(root, name, "last.ckpt")
-            if os.path.isfile(path):
-                candidates.append((os.path.getmtime(path), path))
-    if not candidates:
-        raise UsageError(f"--resume last: no run under {root} has a last.ckpt. Train once first, "
-                         "or give --resume PATH.")
-    return max(candidates)[1]
+        return
+    if not _runs(runs_root(cwd)):
+        raise UsageError(f"--resume last: no run under {runs_root(cwd)} has a last.ckpt. Train "
+                         "once first, or give --resume PATH.")
 
 
-def choose_ckpt_dir(flags: TrainFlags, resume_path: Optional[str], model: Any, cwd: str) -> str:
-    if flags.ckpt_dir is not None:
-        return os.path.abspath(os.path.expanduser(flags.ckpt_dir))
-    if flags.resume == "last" and resume_path is not None:
-        return os.path.dirname(resume_path)  # keep writing where the run we continue wrote
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(runs_root(cwd), f"{stamp}-{type(model).__name__}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
+def resume_path(flags: TrainFlags, cwd: str, model: Any) -> str:
+    """At ``fit``: the checkpoint to continue from, checked to be whole."""
+    if flags.resume != "last":
+        path = os.path.abspath(os.path.expanduser(flags.resume))
+    elif flags.ckpt_dir is not None:
+        path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
+    else:
+        wanted = model_key(model)
+        runs = _runs(runs_root(cwd))
+        same = [(stamp, path) for stamp, path, key in runs if key == wanted]
+        if not same:
+            others = sorted({key.rsplit(".", 1)[-1] for _, _, key in runs if key})
+            trained = f" (runs there trained {', '.join(others)})" if others else ""
+            raise UsageError(f"--resume last: no run under {runs_root(cwd)} trained a "
+                             f"{type(model).__name__}{trained}. Give --resume PATH or "
+                             "--ckpt-dir DIR of the run to continue.")
+        path = max(same)[1]
+    check_whole(path, flags.resume)
     return path
+
+
+def check_whole(path: str, given: str) -> None:
+    """A checkpoint written by torch.save is a zip archive; a truncated one is not."""
+    size = os.path.getsize(path) if os.path.isfile(path) else -1
+    if size <= 0 or not zipfile.is_zipfile(path):
+        state = "is empty" if size == 0 else "does not exist" if size < 0 else \
+            "is damaged (not a complete torch.save archive; a save was cut short?)"
+        raise UsageError(f"--resume {given}: the checkpoint {path} {state}. Give --resume PATH "
+                         "of another checkpoint of the run (its folder keeps the best ones).")
+
+
+def _runs(root: str) -> list[tuple[float, str, Optional[str]]]:
+    """(time, last.ckpt, model key) of each run folder under ``root`` with a last.ckpt."""
+    found = []
+    if not os.path.isdir(root):
+        return found
+    for name in os.listdir(root):
+        folder = os.path.join(root, name)
+        path = os.path.join(folder, "last.ckpt")
+        if os.path.isfile(path) and not os.path.islink(path):
+            found.append((os.path.getmtime(path), path, read_model_key(folder)))
+    return found
+
+
+def model_key(model: Any) -> str:
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def read_model_key(folder: str) -> Optional[str]:
+    try:
+        with open(os.path.join(folder, RUN_INFO)) as handle:
+            key = json.load(handle).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def write_run_info(folder: str, model: Any) -> None:
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, RUN_INFO), "w") as handle:
+        json.dump({"model": model_key(model)}, handle)
+
+
+def new_run_dir(cwd: str, name: str, create: bool = True) -> str:
+    """A new folder under the checkpoint root: ``<date>-<time>-<name>``, with a number added when
+    that exists; made at once, so two runs started in the same second never share one."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(runs_root(cwd), f"{stamp}-{name}")
+    path, n = base, 1
+    while True:
+        try:
+            if create:
+                os.makedirs(path, exist_ok=False)
+            elif os.path.exists(path):
+                raise FileExistsError(path)
+            return path
+        except FileExistsError:
+            n += 1
+            path = f"{base}-{n}"

@@ -76,7 +76,9 @@ class RunControl:
 
     def crash_stack(self, rank: int) -> str:
         """The Python stack faulthandler wrote when the rank crashed (SIGSEGV, SIGABRT, ...)."""
-        return _tail(self.crash_file(rank), 200)
+        from .rank import strip_waiting_main_thread
+
+        return strip_waiting_main_thread(_tail(self.crash_file(rank), 1000))
 
 
 def _tail(path: str, lines: int) -> str:

@@ -12,10 +12,12 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
+from . import namespaces
+
 
 @dataclass
 class Found:
-    model: Any
+    model: Any                   # a LightningModule, or torch.compile of one
     model_name: Optional[str]
     train: Any = None            # DataLoader, or None when a datamodule or the module provides it
     val: Any = None
@@ -72,13 +74,12 @@ def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[s
     bound (with several, the one named like "val" is validation data), else the module's own
     ``train_dataloader``. ``--val-data`` names the validation DataLoader.
     """
-    import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    found = _find_model(namespace, bound, model, pl.LightningModule)
+    found = _find_model(namespace, bound, model)
     if data is not None:
         chosen = _lookup(namespace, "--data", data)
-        if isinstance(chosen, pl.LightningDataModule):
+        if namespaces.is_datamodule(chosen):
             found.datamodule = chosen
         elif isinstance(chosen, DataLoader):
             found.train = chosen
@@ -87,7 +88,7 @@ def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[s
                              "LightningDataModule or a DataLoader.")
         found.data_name = data
     else:
-        modules = {n: v for n, v in bound.items() if isinstance(v, pl.LightningDataModule)}
+        modules = {n: v for n, v in bound.items() if namespaces.is_datamodule(v)}
         loaders = {n: v for n, v in bound.items() if isinstance(v, DataLoader)}
         if len(modules) > 1:
             raise UsageError(f"The cell made {len(modules)} LightningDataModules "
@@ -105,17 +106,17 @@ def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[s
     return found
 
 
-def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional[str],
-                base: type) -> Found:
+def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional[str]) -> Found:
     if name is not None:
         chosen = _lookup(namespace, "--model", name)
-        if isinstance(chosen, type) and issubclass(chosen, base):
+        if namespaces.is_module_class(chosen):
             return Found(model=_instantiate(chosen, name), model_name=None, instantiated=True)
-        if not isinstance(chosen, base):
+        if not namespaces.is_module(namespaces.unwrap_compiled(chosen)):
             raise UsageError(f"--model {name}: {name} is a {type(chosen).__name__}, not a "
                              "LightningModule.")
         return Found(model=chosen, model_name=name)
-    instances = {n: v for n, v in bound.items() if isinstance(v, base)}
+    instances = {n: v for n, v in bound.items()
+                 if namespaces.is_module(namespaces.unwrap_compiled(v))}
     if len(instances) == 1:
         model_name, model = next(iter(instances.items()))
         return Found(model=model, model_name=model_name)
@@ -123,8 +124,7 @@ def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional
         raise UsageError(f"The cell made {len(instances)} LightningModules "
                          f"({', '.join(instances)}): say which to train with --model NAME.")
     classes = {n: v for n, v in bound.items()
-               if isinstance(v, type) and issubclass(v, base) and v is not base
-               and v.__module__ == "__main__"}
+               if namespaces.is_module_class(v) and v.__module__ == "__main__"}
     if len(classes) == 1:
         class_name, cls = next(iter(classes.items()))
         return Found(model=_instantiate(cls, class_name), model_name=None, instantiated=True)
@@ -132,18 +132,6 @@ def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional
         raise UsageError(f"The cell defined {len(classes)} LightningModule classes "
                          f"({', '.join(classes)}) and made no instance: create the one to train, "
                          "for example model = MyModel(), or name it with --model NAME.")
-    _no_model(bound, base)
-    raise AssertionError("unreachable")
-
-
-def _no_model(bound: dict[str, Any], base: type) -> None:
-    other = [n for n, v in bound.items() if type(v).__module__.startswith("pytorch_lightning")
-             or (isinstance(v, type) and any(c.__module__.startswith("pytorch_lightning")
-                                             for c in v.__mro__))]
-    if other:
-        raise UsageError(f"{', '.join(other)} comes from the pytorch_lightning package; "
-                         "%%lightning_train trains lightning.pytorch modules. Use "
-                         "`import lightning.pytorch as pl` (or `import lightning as L`).")
     raise UsageError("The cell made no LightningModule. %%lightning_train trains the "
                      "LightningModule instance the cell binds (model = MyModel()), or the one "
                      "LightningModule class it defines when that class takes no arguments; "
@@ -179,18 +167,3 @@ def _lookup(namespace: dict[str, Any], flag: str, name: str) -> Any:
     if name not in namespace:
         raise UsageError(f"{flag} {name}: there is no variable {name!r} in the notebook.")
     return namespace[name]
-
-
-def train_batch_size(found: Found) -> Optional[int]:
-    """The training DataLoader's batch size, when it can be known without side effects."""
-    loader = found.train
-    if loader is None:
-        try:
-            source = found.datamodule if found.datamodule is not None else found.model
-            loader = source.train_dataloader()
-        except Exception:  # noqa: BLE001 - needs setup(); the note is only informative
-            return None
-    size = getattr(loader, "batch_size", None)
-    if size is None and getattr(loader, "batch_sampler", None) is not None:
-        size = getattr(loader.batch_sampler, "batch_size", None)
-    return size if isinstance(size, int) else None

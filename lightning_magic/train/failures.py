@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from typing import Any, Optional
 
+_log = logging.getLogger(__name__)
 
-def failure_context(plan: Any) -> dict[str, Any]:
-    """The user's settings and the machine's state at the time of the failure."""
+
+def failure_context(launch: Any) -> dict[str, Any]:
+    """The user's settings and the machine's state at the time of the failure (``launch`` is the
+    ``session.Launch`` that failed)."""
+    session, resolved, model = launch.session, launch.session.resolved, launch.model
+    started = launch.started_event
     context: dict[str, Any] = {
-        "batch_size": plan.batch_size,
-        "precision": plan.resolved.precision,
-        "devices": plan.resolved.trainer_devices(),
-        "accelerator": plan.resolved.accelerator,
-        "accumulate_grad_batches": plan.flags.accumulate_grad_batches,
-        "ckpt_dir": plan.ckpt_dir,
-        "num_workers": getattr(plan.found.train, "num_workers", None),
-        "module_class": type(plan.found.model).__name__,
-        "module_methods": [n for n, v in vars(type(plan.found.model)).items() if callable(v)],
-        "out": plan.flags.out,
+        "batch_size": started.get("batch_size"),
+        "precision": resolved.precision,
+        "devices": resolved.trainer_devices(),
+        "accelerator": resolved.accelerator,
+        "accumulate_grad_batches": getattr(launch.trainer, "accumulate_grad_batches", 1),
+        "ckpt_dir": session.ckpt_dir,
+        "num_workers": started.get("num_workers"),
+        "module_class": type(model).__name__,
+        "module_methods": [n for n, v in vars(type(model)).items() if callable(v)],
+        "out": session.flags.out,
     }
-    stop_checkpoint = os.path.join(plan.ckpt_dir, "last.ckpt")
-    if os.path.isfile(stop_checkpoint):
+    stop_checkpoint = session.last_checkpoint()
+    if stop_checkpoint and os.path.isfile(stop_checkpoint):
         context["ckpt_path"] = stop_checkpoint
     try:
         import psutil
@@ -31,13 +37,13 @@ def failure_context(plan: Any) -> dict[str, Any]:
         context["host_memory"] = {"total": memory.total, "used": memory.used,
                                   "available": memory.available, "percent": memory.percent}
     except Exception:  # noqa: BLE001 - context is best effort
-        pass
+        _log.debug("host memory unreadable for the failure report", exc_info=True)
     try:
         shm = shutil.disk_usage("/dev/shm")
         context["shm"] = {"total": shm.total, "free": shm.free}
     except OSError:
         pass
-    if plan.resolved.accelerator == "gpu":
+    if resolved.accelerator == "gpu":
         try:
             from .. import readings
 
@@ -46,21 +52,21 @@ def failure_context(plan: Any) -> dict[str, Any]:
                  "used": (g.get("memory") or {}).get("used"),
                  "total": (g.get("memory") or {}).get("total")}
                 for g in readings.snapshot().get("gpus", [])]
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception:  # noqa: BLE001 - context is best effort
+            _log.debug("GPU readings unavailable for the failure report", exc_info=True)
     return context
 
 
-def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None) -> Any:
+def failure_of(outcome: Any, launch: Any, context: Optional[dict[str, Any]] = None) -> Any:
     from ..suggestions import Failure
 
-    context = failure_context(plan) if context is None else context
-    world = plan.resolved.num_processes
+    context = failure_context(launch) if context is None else context
+    world = launch.world_size
     if outcome.status == "interrupted":
         return Failure(kind="interrupt", world_size=world, context=context)
     if outcome.status == "timeout":
         return Failure(kind="timeout", rank=outcome.stalled_rank, world_size=world,
-                       timeout=plan.flags.timeout, traceback=_stacks_text(outcome.stacks),
+                       timeout=launch.session.flags.timeout, traceback=_stacks_text(outcome.stacks),
                        context=context)
     if outcome.error is not None:
         error = outcome.error
@@ -80,10 +86,10 @@ def failure_of(outcome: Any, plan: Any, context: Optional[dict[str, Any]] = None
                    exitcode=outcome.exitcode, context=context)
 
 
-def report_for(outcome: Any, plan: Any) -> Any:
+def report_for(outcome: Any, launch: Any) -> Any:
     from ..suggestions import explain
 
-    return explain(failure_of(outcome, plan))
+    return explain(failure_of(outcome, launch))
 
 
 def _stacks_text(stacks: dict[int, str]) -> Optional[str]:

@@ -14,14 +14,43 @@ def check_before_fork(found: Found) -> None:
     """Refuse, with the fix, what would otherwise fail in every rank (CUDA initialized in the
     kernel is refused by the magic, which knows the cells)."""
     _check_hooks(found.model)
-    _check_training_data(found)
+    _check_training_data(found.model, found.train, found.datamodule)
+
+
+def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Before a Trainer method forks its ranks: CUDA untouched in the kernel, and for ``fit`` a
+    module with the hooks Lightning needs and data to train on."""
+    from . import namespaces
+
+    session = trainer._lightning_magic
+    prepared = session.prepared
+    if prepared is not None:
+        check_cuda_not_initialized(prepared.cuda_watch, prepared.cell,
+                                   prepared.shell.execution_count)
+    if name != "fit":
+        return
+    model = args[0] if args else kwargs.get("model")
+    model = namespaces.unwrap_compiled(model)
+    if model is None or not namespaces.is_module(model):
+        return  # Lightning's own error says what fit() takes
+    train = args[1] if len(args) > 1 else kwargs.get("train_dataloaders")
+    datamodule = args[3] if len(args) > 3 else kwargs.get("datamodule")
+    if namespaces.is_datamodule(train):
+        train, datamodule = None, train
+    _check_hooks(model)
+    _check_training_data(model, train, datamodule)
+
+
+def _overridden(hook: str, model: Any) -> bool:
+    from . import namespaces
+
+    space = namespaces.of(model)
+    return space.utilities.model_helpers.is_overridden(hook, model)
 
 
 def _check_hooks(model: Any) -> None:
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
     missing = [hook for hook in ("training_step", "configure_optimizers")
-               if not is_overridden(hook, model)]
+               if not _overridden(hook, model)]
     if missing:
         names = " and ".join(f"{h}()" for h in missing)
         close = _close_names(type(model), missing)
@@ -38,13 +67,10 @@ def _close_names(cls: type, wanted: list[str]) -> str:
     return ", ".join(hits)
 
 
-def _check_training_data(found: Found) -> None:
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
-    if found.train is None and found.datamodule is None \
-            and not is_overridden("train_dataloader", found.model):
+def _check_training_data(model: Any, train: Any, datamodule: Any) -> None:
+    if train is None and datamodule is None and not _overridden("train_dataloader", model):
         raise UsageError(
-            f"There is no training data for {type(found.model).__name__}: the cell made no "
+            f"There is no training data for {type(model).__name__}: the cell made no "
             "LightningDataModule or DataLoader, and the module has no train_dataloader(). Create "
             "one in the cell (train_loader = DataLoader(...)) or name it with --data NAME.")
 

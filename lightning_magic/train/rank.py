@@ -27,12 +27,14 @@ def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(env)
     stack_file = open(control.stack_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
-    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=False)
+    # the rank trains in a thread of its own (see launcher): dump every thread's stack; the
+    # kernel drops the main thread's, which only waits for that one
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     if rank != 0:
         _capture_output(control.output_file(rank))
     # a rank that crashes (SIGSEGV, SIGABRT) leaves its Python stack for the failure report
     crash_file = open(control.crash_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
-    faulthandler.enable(file=crash_file, all_threads=False)
+    faulthandler.enable(file=crash_file, all_threads=True)
     quiet_lightning_logs()
 
 
@@ -78,15 +80,33 @@ def restore_logs(previous: dict[str, int]) -> None:
 class WarningCollector:
     """Keeps each distinct warning once instead of printing it from every rank."""
 
-    def __init__(self) -> None:
+    def __init__(self, ignored: tuple[str, ...] = ()) -> None:
         self.messages: list[str] = []
-        self._seen: set[str] = set()
+        self._seen: set[str] = set(ignored)  # the magic's own doing, not the user's
 
     def install(self) -> None:
         warnings.showwarning = self._show  # type: ignore[assignment]
 
     def _show(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
         text = f"{category.__name__}: {message}"
-        if text not in self._seen:
+        if text not in self._seen and str(message) not in self._seen:
             self._seen.add(text)
             self.messages.append(text)
+
+
+def strip_waiting_main_thread(dump: str) -> str:
+    """A faulthandler dump of every thread, the thread that trains first, without the main
+    thread that only waits in join() for it (the "Current thread" when a signal came from
+    outside)."""
+    header, blocks = [], []
+    for line in dump.splitlines(keepends=True):
+        if line.startswith(("Thread 0x", "Current thread 0x")):
+            blocks.append([line])
+        elif blocks:
+            blocks[-1].append(line)
+        else:
+            header.append(line)
+    trains = [b for b in blocks if any("in _rank_work" in line for line in b)]
+    waits = [b for b in blocks if b[0].startswith("Current thread") and b not in trains]
+    rest = [b for b in blocks if b not in trains and (b not in waits or not trains)]
+    return "".join(header + [line for block in trains + rest for line in block])

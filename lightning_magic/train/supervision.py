@@ -13,7 +13,9 @@ import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Any, Optional
+from typing import Any, Literal, Optional
+
+Status = Literal["finished", "failed", "interrupted", "timeout"]
 
 STOP_GRACE_S = 5.0   # an interrupted run must be gone within this
 TERM_GRACE_S = 3.0   # between SIGTERM and SIGKILL when ending ranks
@@ -36,7 +38,7 @@ class RankError:
 class Outcome:
     """How the ranks ended, as the kernel saw it."""
 
-    status: str = "finished"              # finished | failed | interrupted | timeout
+    status: Status = "finished"
     error: Optional[RankError] = None
     exit_rank: Optional[int] = None        # a rank that died without reporting an exception
     exitcode: Optional[int] = None
@@ -46,6 +48,7 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
     output_tails: dict[int, str] = field(default_factory=dict)  # last output of ranks > 0
     crash_stacks: dict[int, str] = field(default_factory=dict)  # faulthandler dumps
+    rank_outputs: dict[int, Any] = field(default_factory=dict)  # predict: ranks > 0's share
 
 
 def address_in_use(outcome: Outcome) -> bool:

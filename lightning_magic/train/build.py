@@ -1,0 +1,194 @@
+"""The arguments of a Trainer made under the magic: the user's, with the hardware resolved
+(flags, else the cell's own arguments, else auto), the notebook strategy, the magic's callbacks
+and the run's folder. Each override of what the cell said is a note the run shows."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any, Optional
+
+from IPython.core.error import UsageError
+
+HARDWARE = ("accelerator", "devices", "strategy", "precision")
+
+
+def trainer_arguments(space: ModuleType, user: dict[str, Any],
+                      prepared: Any) -> tuple[dict[str, Any], Any]:
+    """(the kwargs for Lightning's ``Trainer.__init__``, the Trainer's ``Session``)."""
+    from .. import hardware
+    from .session import Session
+
+    flags, notes = prepared.flags, []
+    _check_cell_arguments(user)
+    given, ddp_kwargs = _hardware_from_cell(space, user)
+    chosen = {}
+    from_flags = _hardware_flags(flags)
+    for name in HARDWARE:
+        flag = from_flags.get(name)
+        if flag is not None and name in given and str(given[name]) != str(flag):
+            notes.append(f"--{name} {flag} replaces the cell's Trainer({name}={given[name]!r}).")
+        chosen[name] = flag if flag is not None else given.get(name)
+    resolved = hardware.resolve(chosen["devices"], chosen["accelerator"], chosen["strategy"],
+                                chosen["precision"], prepared.gpus, prepared.no_gpu_reason)
+    if resolved.accelerator == "gpu":
+        hardware.check_torch_can_use_gpus()
+    if resolved.strategy in ("fsdp", "model_parallel"):
+        raise UsageError(f"--strategy {resolved.strategy} is not available from a notebook "
+                         "cell in this version: use --strategy ddp_notebook, or --export PATH to "
+                         "write a torchrun script for it.")
+    kwargs = dict(user)
+    for name, value in flags.trainer_kwargs().items():
+        if name in user and user[name] != value:
+            notes.append(f"--{name.replace('_', '-')} {value} replaces the cell's "
+                         f"Trainer({name}={user[name]!r}).")
+        kwargs[name] = value
+    ckpt_dir, fresh = _run_folder(flags, user, prepared)
+    session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
+                      kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
+                      cwd=prepared.cwd, prepared=prepared)
+    from .strategies import make_strategy
+
+    kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),
+                  precision=resolved.precision,
+                  strategy=make_strategy(space, session, ddp_kwargs),
+                  default_root_dir=ckpt_dir)
+    kwargs["callbacks"] = _callbacks(space, user, session, notes)
+    kwargs["logger"] = _logger(space, user, session, notes)
+    _progress_bar(kwargs, user, flags, notes)
+    kwargs.setdefault("enable_model_summary", False)
+    if flags.check:
+        kwargs.update(fast_dev_run=1, enable_checkpointing=False, logger=False)
+    return kwargs, session
+
+
+def _hardware_flags(flags: Any) -> dict[str, Any]:
+    """The hardware flags the user gave (a flag left out leaves the choice to the cell)."""
+    given = getattr(flags, "hardware_given", None)
+    if callable(given):
+        return given()
+    defaults = {"accelerator": "auto", "devices": "auto", "strategy": "auto",
+                "precision": "32-true"}
+    return {name: getattr(flags, name) for name in HARDWARE
+            if getattr(flags, name) not in (None, defaults[name])}
+
+
+def _check_cell_arguments(user: dict[str, Any]) -> None:
+    nodes = user.get("num_nodes", 1)
+    if nodes not in (1, None):
+        raise UsageError(f"Trainer(num_nodes={nodes!r}): a notebook cell trains on this machine "
+                         "only. Drop num_nodes, or write a job for several machines with "
+                         f"%%lightning_train --export train.py --num-nodes {nodes}.")
+    if user.get("plugins"):
+        raise UsageError(f"Trainer(plugins={user['plugins']!r}) is not supported from a notebook "
+                         "cell: drop plugins, or use --export PATH to write a script.")
+
+
+def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                           dict[str, Any]]:
+    """The cell's accelerator/devices/strategy/precision as flag values, and the DDP arguments
+    of a DDPStrategy object it gave."""
+    given, ddp_kwargs = {}, {}
+    accelerator = user.get("accelerator")
+    if accelerator is not None:
+        if isinstance(accelerator, str):
+            given["accelerator"] = "gpu" if accelerator.lower() == "cuda" else accelerator.lower()
+        else:
+            name = type(accelerator).__name__
+            kinds = {"CPUAccelerator": "cpu", "CUDAAccelerator": "gpu"}
+            if name not in kinds:
+                raise UsageError(f"Trainer(accelerator={name}()): only CPU and CUDA accelerators "
+                                 "run from a notebook cell. Pass accelerator='cpu' or 'gpu'.")
+            given["accelerator"] = kinds[name]
+    devices = user.get("devices")
+    if devices is not None:
+        given["devices"] = ",".join(map(str, devices)) if isinstance(devices, (list, tuple)) \
+            else str(devices)
+    precision = user.get("precision")
+    if precision is not None:
+        given["precision"] = str(precision)
+    strategy = user.get("strategy")
+    if isinstance(strategy, str):
+        given["strategy"] = strategy
+    elif strategy is not None:
+        if type(strategy).__name__ != "DDPStrategy" or \
+                not isinstance(strategy, space.strategies.DDPStrategy):
+            raise UsageError(
+                f"Trainer(strategy={type(strategy).__name__}(...)) cannot run from a notebook "
+                "cell: it needs a script launch. Give strategy='ddp' (or a DDPStrategy), or "
+                "write a script with %%lightning_train --export train.py.")
+        given["strategy"] = "ddp"
+        ddp_kwargs = dict(strategy._ddp_kwargs)
+        ddp_kwargs.update(process_group_backend=strategy._process_group_backend,
+                          timeout=strategy._timeout)
+    return given, ddp_kwargs
+
+
+def _run_folder(flags: Any, user: dict[str, Any], prepared: Any) -> tuple[str, bool]:
+    """(the folder, whether the magic made it just now)."""
+    from .checkpoints import new_run_dir
+
+    if flags.ckpt_dir is not None:
+        path = os.path.abspath(os.path.expanduser(flags.ckpt_dir))
+    elif user.get("default_root_dir"):
+        path = os.path.abspath(os.path.expanduser(str(user["default_root_dir"])))
+    else:
+        return new_run_dir(prepared.cwd, prepared.run_name(), create=not flags.check), True
+    fresh = not os.path.isdir(path) or not os.listdir(path)
+    return path, fresh
+
+
+def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
+               notes: list[str]) -> list[Any]:
+    from . import callbacks
+
+    given = user.get("callbacks") or []
+    own = list(given) if isinstance(given, (list, tuple)) else [given]
+    flags, last = session.flags, session.last_checkpoint()
+    monitor, mode = getattr(flags, "monitor", None), getattr(flags, "mode", None) or "min"
+    magic = [callbacks.HistoryRecorder(), callbacks.EventReporter(session),
+             callbacks.RunSupervisor(session, last, check=flags.check)]
+    if last is not None:
+        magic.append(callbacks.LastCheckpoint(last))
+    has_checkpoint = any(isinstance(cb, space.callbacks.Checkpoint) for cb in own)
+    if has_checkpoint and monitor is not None:
+        notes.append(f"--monitor {monitor} is for the magic's default checkpoint; the cell's "
+                     "ModelCheckpoint keeps its own monitor.")
+    if not has_checkpoint and user.get("enable_checkpointing") is not False and not flags.check:
+        magic.append(space.callbacks.ModelCheckpoint(
+            dirpath=session.ckpt_dir, monitor=monitor, mode=mode))
+    return own + magic
+
+
+def _logger(space: ModuleType, user: dict[str, Any], session: Any, notes: list[str]) -> Any:
+    choice, ckpt_dir = getattr(session.flags, "logger", "auto"), session.ckpt_dir
+    if choice in (None, "auto"):
+        return user.get("logger", True)  # Lightning's own default: TensorBoard if installed
+    if "logger" in user:
+        notes.append(f"--logger {choice} replaces the cell's Trainer(logger=...).")
+    if choice == "none":
+        return False
+    if choice == "csv":
+        return space.loggers.CSVLogger(ckpt_dir)
+    return space.loggers.TensorBoardLogger(ckpt_dir)
+
+
+def _progress_bar(kwargs: dict[str, Any], user: dict[str, Any], flags: Any,
+                  notes: list[str]) -> None:
+    has_bar = any(type(cb).__name__.endswith("ProgressBar") for cb in kwargs["callbacks"])
+    if flags.progress == "bar" or has_bar:
+        kwargs["enable_progress_bar"] = True
+        return
+    if user.get("enable_progress_bar"):
+        notes.append("The live view replaces Lightning's progress bar (--progress bar keeps it).")
+    kwargs["enable_progress_bar"] = False
+
+
+def run_name(namespace: dict[str, Any], before: dict[str, int]) -> Optional[str]:
+    """The class name of the one LightningModule the cell has bound so far, if there is one."""
+    from . import namespaces
+
+    made = {type(namespaces.unwrap_compiled(v)).__name__ for k, v in namespace.items()
+            if not k.startswith("_") and before.get(k) != id(v)
+            and namespaces.is_module(namespaces.unwrap_compiled(v))}
+    return made.pop() if len(made) == 1 else None

@@ -1,0 +1,209 @@
+"""The kernel side of a Trainer made under ``%%lightning_train``: what it carries from its cell
+(``Session``), and what one call of ``fit``/``validate``/``test``/``predict`` sets up around its
+ranks (``Launch``: the shared control, the live view, the published run, the ``TrainingRun``).
+
+The ranks are forked from this state: the callbacks reach ``session.control``, which is the
+launch in progress when the fork happens.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from ..flags import TrainFlags
+from ..hardware import Resolved
+from .results import TrainingRun
+
+Stage = Literal["fit", "validate", "test", "predict"]
+VERBS = {"fit": "Training", "validate": "Validating", "test": "Testing", "predict": "Predicting"}
+
+
+@dataclass
+class Session:
+    """Everything a Trainer made in a cell keeps from that cell; shared with its ranks."""
+
+    flags: TrainFlags
+    resolved: Resolved
+    ckpt_dir: str
+    kernel_id: Optional[str] = None
+    fresh_dir: bool = True           # the folder is the magic's own, made for this Trainer
+    notes: list[str] = field(default_factory=list)   # what the magic decided, and why
+    control: Any = None              # the RunControl of the launch in progress
+    cwd: str = "."
+    prepared: Any = None             # the cell that made the Trainer (its CUDA watch, its text)
+    kernel_warnings: list[str] = field(default_factory=list)  # from building the Trainer
+    records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
+
+    def last_checkpoint(self) -> Optional[str]:
+        return None if self.flags.check else os.path.join(self.ckpt_dir, "last.ckpt")
+
+
+class Launch:
+    """One call of a Trainer method: set up before the fork, taken down after the ranks end."""
+
+    def __init__(self, session: Session, trainer: Any, stage: Stage, model: Any,
+                 world_size: int, resume: Optional[str] = None) -> None:
+        from ..view.live import LiveView
+        from .control import RunControl
+        from .events import EventPump
+
+        self.session, self.trainer, self.stage, self.model = session, trainer, stage, model
+        self.world_size, self.resume = world_size, resume
+        flags, resolved = session.flags, session.resolved
+        self.run_id = uuid.uuid4().hex[:12]
+        self.stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
+        self.control = session.control = RunControl(world_size, self.stack_dir)
+        if stage == "fit" and not flags.check:
+            from .checkpoints import write_run_info
+
+            write_run_info(session.ckpt_dir, model)  # what --resume last looks for
+        self.notes = self._notes()
+        for note in self.notes:
+            print(note)
+        self.view = LiveView(f"{type(model).__name__} · {resolved.describe()}",
+                             mode="none" if flags.check or stage != "fit" else flags.progress,
+                             world_size=world_size)
+        self.published = self._publish()
+        self.started_event: dict = {}  # rank 0's "start" event: batch size, workers, threads
+        handlers = [self._remember_start, self.view.update] + (
+            [self._registry_update] if self.published else [])
+        self.pump = EventPump(self.control.progress_reader, handlers,
+                              writer=self.control.progress_writer,
+                              gpu_indices=resolved.nvml_indices if resolved.accelerator == "gpu"
+                              else ())
+        self.started = time.perf_counter()
+        self.view.start()
+        self.pump.start()
+
+    def _notes(self) -> list[str]:
+        session, resolved = self.session, self.session.resolved
+        where = f" · checkpoints in {session.ckpt_dir}" if self.stage == "fit" \
+            and not session.flags.check else ""
+        lines = [f"{VERBS[self.stage]} {type(self.model).__name__} on {resolved.describe()}{where}"]
+        if not session.records:  # said once per Trainer, not at every call
+            lines += list(resolved.notes) + list(session.notes)
+        if self.resume:
+            lines.append(f"Resuming from {self.resume}")
+        return lines
+
+    def rank_env(self) -> dict[str, str]:
+        return {"LIGHTNING_MAGIC_RUN_ID": self.run_id,
+                "LIGHTNING_MAGIC_KERNEL_ID": self.session.kernel_id or ""}
+
+    def started_ranks(self, pids: list[int]) -> None:
+        if self.published is not None:
+            self.published.update(rank_pids=pids)
+
+    def _publish(self) -> Any:
+        """Make the run visible to the Jupyter server (``/gpu-status`` lists it under ``runs``)."""
+        from ..readings.runs import PublishedRun
+
+        resolved = self.session.resolved
+        state = {"run_id": self.run_id, "kernel_id": self.session.kernel_id, "pid": os.getpid(),
+                 "rank_pids": [], "devices": resolved.trainer_devices(),
+                 "accelerator": resolved.accelerator, "num_processes": self.world_size,
+                 "started": time.time(), "model": type(self.model).__name__, "epoch": 0,
+                 "step": 0, "metrics": {}, "status": "running", "ckpt_dir": self.session.ckpt_dir}
+        published = PublishedRun(state)
+        try:
+            published.publish()
+        except OSError:  # no writable runtime dir: the run goes on, unlisted
+            return None
+        return published
+
+    def _remember_start(self, event: dict) -> None:
+        if event.get("kind") == "start":
+            self.started_event = event
+
+    def _registry_update(self, event: dict) -> None:
+        if event.get("kind") in ("step", "validation"):
+            self.published.update(epoch=event.get("epoch"), step=event.get("step"),
+                                  metrics=event.get("metrics") or {})
+
+    def end(self, outcome: Any, kernel_warnings: list[str]) -> TrainingRun:
+        """Take everything down (whatever happened) and say how the call went."""
+        try:
+            self.pump.stop()
+        finally:
+            if self.published is not None:
+                self.published.remove()
+            shutil.rmtree(self.stack_dir, ignore_errors=True)
+        record = self._record(outcome, time.perf_counter() - self.started, kernel_warnings)
+        self.session.records.append((self.stage, record))
+        if record.ok:
+            self.view.close()  # the cell's value, the run's summary, takes its place
+        else:
+            self.view.finish(record)  # the view becomes the summary; the report follows
+        return record
+
+    def _notes_from_rank_zero(self) -> list[str]:
+        """What only a rank can know: its batch size and its CPU threads."""
+        event, notes = self.started_event, []
+        effective = _effective_batch(event.get("batch_size"), self.world_size,
+                                     getattr(self.trainer, "accumulate_grad_batches", 1))
+        if effective:
+            notes.append(effective)
+        from .. import hardware
+        from ..readings.environment import cpus_available
+
+        workers = event.get("num_workers")
+        note = hardware.worker_note(workers, self.world_size, cpus_available()) \
+            if isinstance(workers, int) else None
+        if note:
+            notes.append(note)
+        if event.get("threads"):
+            notes.append(f"Each rank computed with {event['threads']} CPU thread"
+                         f"{'s' if event['threads'] != 1 else ''} (torch.get_num_threads()).")
+        return notes
+
+    def _record(self, outcome: Any, elapsed: float, kernel_warnings: list[str]) -> TrainingRun:
+        from .callbacks import scalar_metrics
+
+        session, resolved, extra = self.session, self.session.resolved, outcome.extra or {}
+        output = outcome.worker_output
+        status = "checked" if session.flags.check and outcome.status == "finished" \
+            else outcome.status
+        warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
+        notes = list(self.notes) + self._notes_from_rank_zero() + list(extra.get("notes", []))
+        run = TrainingRun(
+            status=status, metrics=scalar_metrics(self.trainer.callback_metrics),
+            history=list(extra.get("history", [])),
+            best_model_path=str(output.best_model_path) if output and output.best_model_path
+            else None,
+            last_model_path=extra.get("last_model_path"),
+            elapsed=elapsed, devices=resolved.trainer_devices(), accelerator=resolved.accelerator,
+            strategy=resolved.strategy, precision=resolved.precision,
+            num_processes=self.world_size, ckpt_dir=session.ckpt_dir,
+            epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
+            model=self.model, summary=model_summary(self.model), notes=notes,
+            warnings=warnings_seen, checks=dict(extra.get("check") or {}),
+        )
+        if status not in ("finished", "checked"):
+            from .failures import report_for
+
+            run.report = report_for(outcome, self)
+            run.traceback = outcome.error.traceback if outcome.error else run.report.traceback
+        return run
+
+
+def _effective_batch(batch_size: Optional[int], world_size: int, accumulate: int) -> Optional[str]:
+    if not batch_size or world_size * accumulate == 1:
+        return None
+    accumulated = f" x {accumulate} accumulated" if accumulate > 1 else ""
+    return (f"Effective batch size: {batch_size * world_size * accumulate} ({batch_size} x "
+            f"{world_size} processes{accumulated})")
+
+
+def model_summary(model: Any) -> Optional[str]:
+    try:
+        from lightning.pytorch.utilities.model_summary import ModelSummary
+
+        return str(ModelSummary(model, max_depth=1))
+    except Exception:  # noqa: BLE001 - a summary is a convenience
+        return None

@@ -1,0 +1,81 @@
+"""The strategies a Trainer gets under ``%%lightning_train``: Lightning's own, in the Trainer's
+namespace, with the notebook-safe launcher, so that fit, validate, test and predict all run in
+forked ranks. One process is Lightning's single-device strategy (still forked, still watched);
+several are DDP with ``start_method="fork"``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from .launcher import launcher_class
+
+_CLASSES: dict[tuple[str, str], type] = {}
+
+
+class _Notebook:
+    """Mixed into a Lightning strategy: the launcher, and predict's batch sharing."""
+
+    _magic_session: Any = None
+
+    _magic_space: Any = None
+
+    def _configure_launcher(self) -> None:
+        self._launcher = launcher_class(self._magic_space)(self, self._magic_session)
+
+    def _predicting(self) -> bool:
+        trainer = getattr(self.lightning_module, "_trainer", None)
+        return bool(trainer is not None and trainer.predicting)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, Any]:
+        if self._predicting():  # every rank sees every batch; process_dataloader picks its own
+            return {"num_replicas": 1, "rank": 0}
+        return super().distributed_sampler_kwargs  # type: ignore[misc]
+
+    def process_dataloader(self, dataloader: Any) -> Any:
+        from .predictions import share_loader
+
+        dataloader = super().process_dataloader(dataloader)  # type: ignore[misc]
+        world = getattr(self, "world_size", 1)
+        if self._predicting() and world > 1:
+            return share_loader(dataloader, self.global_rank, world)
+        return dataloader
+
+
+class _SingleDevice(_Notebook):
+    @property
+    def num_processes(self) -> int:
+        return 1
+
+
+def strategy_class(space: ModuleType, kind: str) -> type:
+    """The notebook strategy ``kind`` ('single_device' or 'ddp') over ``space``'s classes."""
+    key = (space.__name__, kind)
+    if key not in _CLASSES:
+        strategies = space.strategies
+        base, mixin = {"single_device": (strategies.SingleDeviceStrategy, _SingleDevice),
+                       "ddp": (strategies.DDPStrategy, _Notebook)}[kind]
+        _CLASSES[key] = type(f"Notebook{base.__name__}", (mixin, base),
+                             {"_magic_space": space})
+    return _CLASSES[key]
+
+
+def make_strategy(space: ModuleType, session: Any, ddp_kwargs: dict[str, Any]) -> Any:
+    """The strategy for ``session.resolved`` in ``space``; ``ddp_kwargs`` come from a DDPStrategy
+    object the cell gave (its DDP arguments are kept)."""
+    import torch
+
+    resolved = session.resolved
+    if resolved.strategy == "single_device":
+        device = torch.device("cpu") if resolved.accelerator == "cpu" \
+            else torch.device("cuda", resolved.trainer_devices()[0])
+        strategy = strategy_class(space, "single_device")(device=device)
+    else:
+        kwargs = dict(ddp_kwargs)
+        if resolved.strategy.endswith("_find_unused_parameters_true"):
+            kwargs["find_unused_parameters"] = True
+        strategy = strategy_class(space, "ddp")(start_method="fork", **kwargs)
+    strategy._magic_session = session
+    return strategy

@@ -1,0 +1,130 @@
+"""What comes back from rank 0 into the kernel's Trainer, so that after the cell it reads like a
+finished Lightning Trainer: the trained weights (strictly: a weight that cannot be matched back is
+an error), the trainer state and loop progress (``current_epoch``, ``global_step``), callback
+metrics, each callback's state (EarlyStopping's ``stopped_epoch``, ModelCheckpoint's
+``best_model_path`` and ``best_k_models``, a user callback's counters) and each logger's version.
+
+``collect`` runs in rank 0; ``restore`` in the kernel. Only plain data crosses: numbers, strings,
+paths, tensors (moved to the CPU) and containers of those.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+PLAIN = (type(None), bool, int, float, complex, str, bytes, PurePath)
+MAX_ITEMS = 10_000
+COMPILED = "_orig_mod."
+
+
+class WeightsMismatch(RuntimeError):
+    """The trained weights do not fit the kernel's model."""
+
+
+def collect(trainer: Any) -> dict[str, Any]:
+    from .callbacks import MAGIC_CALLBACKS
+
+    states = {}
+    for callback in trainer.callbacks:
+        if not isinstance(callback, MAGIC_CALLBACKS):
+            states[callback.state_key] = plain_attributes(callback)
+    versions = [getattr(logger, "version", None) for logger in trainer.loggers]
+    extra = {"callback_states": states, "logger_versions": [
+        v if isinstance(v, (int, str)) else None for v in versions]}
+    if trainer.state.fn.value == "fit":
+        extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
+    return extra
+
+
+def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> None:
+    if output.weights_path is not None:
+        io = launcher._strategy.checkpoint_io
+        load_weights(trainer.lightning_module, io.load_checkpoint(output.weights_path))
+        io.remove_checkpoint(output.weights_path)
+    if trainer.checkpoint_callback is not None and output.best_model_path:
+        trainer.checkpoint_callback.best_model_path = str(output.best_model_path)
+    trainer.state = output.trainer_state
+    launcher.update_main_process_results(trainer, extra)  # Lightning's: callback_metrics
+    states = extra.get("callback_states", {})
+    for callback in trainer.callbacks:
+        state = states.get(callback.state_key)
+        if state:
+            vars(callback).update(state)
+    for logger, version in zip(trainer.loggers, extra.get("logger_versions", []), strict=False):
+        if version is not None and hasattr(logger, "_version"):
+            logger._version = version
+    if "fit_loop" in extra:
+        trainer.fit_loop.load_state_dict(extra["fit_loop"])
+
+
+def load_weights(module: Any, state: dict[str, Any]) -> None:
+    """Load ``state`` into ``module`` with every key matched. Weights of a part compiled in the
+    ranks (``torch.compile`` in ``configure_model``: keys with ``_orig_mod.``) go to the same part
+    of the kernel's uncompiled module."""
+    own = module.state_dict()
+    if set(state) != set(own):
+        state = {_uncompiled(key, own): value for key, value in state.items()}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the kernel's weights were not trained in the ranks "
+                         f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} trained weights have no place in the kernel's "
+                         f"{type(module).__name__} ({', '.join(unexpected[:4])}"
+                         f"{', ...' if len(unexpected) > 4 else ''})")
+        raise WeightsMismatch(
+            "The trained weights do not fit the kernel's model: " + "; ".join(parts) + ". The "
+            "model's layers differ between the kernel and the ranks (layers made in "
+            "configure_model or setup?). Nothing was loaded; the run's checkpoints hold the "
+            "trained weights.")
+    module.load_state_dict(state, strict=True)
+
+
+def _uncompiled(key: str, own: dict[str, Any]) -> str:
+    if key in own or COMPILED not in key:
+        return key
+    return key.replace(COMPILED, "")
+
+
+def plain_attributes(obj: Any) -> dict[str, Any]:
+    """The attributes of ``obj`` that are plain data (see the module's docstring)."""
+    found = {}
+    for name, value in vars(obj).items():
+        if name.startswith("__"):
+            continue
+        try:
+            found[name] = _plain(value, 0)
+        except Exception:  # noqa: BLE001 - not plain data (or a container that cannot be rebuilt)
+            continue
+    return found
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain(value: Any, depth: int) -> Any:
+    import torch
+
+    if isinstance(value, PLAIN):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if depth > 6:
+        raise _NotPlain
+    if isinstance(value, dict):
+        if len(value) > MAX_ITEMS:
+            raise _NotPlain
+        return type(value)((_plain(k, depth + 1), _plain(v, depth + 1)) for k, v in value.items()) \
+            if type(value) is not dict else {_plain(k, depth + 1): _plain(v, depth + 1)
+                                             for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)) and type(value) in (list, tuple, set,
+                                                                             frozenset):
+        if len(value) > MAX_ITEMS:
+            raise _NotPlain
+        return type(value)(_plain(item, depth + 1) for item in value)
+    raise _NotPlain

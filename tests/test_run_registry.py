@@ -4,6 +4,7 @@ processes of each rank. Real files, real threads, real (exited) processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -47,6 +48,19 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+@contextlib.contextmanager
+def children(count: int):
+    """Processes this test process started (so they descend from it), ended on exit."""
+    procs = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                              stdin=subprocess.PIPE) for _ in range(count)]
+    try:
+        yield [p.pid for p in procs]
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(30)
 
 
 def test_publish_writes_a_private_file_that_list_runs_returns(tmp_path):
@@ -177,16 +191,25 @@ def test_non_finite_metrics_are_written_as_null(tmp_path):
 
 
 def test_rank_labels_name_the_kernel_and_rank_of_live_runs(tmp_path):
-    with PublishedRun(state("first", kernel_id="k1", rank_pids=[4001, 4002]), str(tmp_path)), \
-            PublishedRun(state("second", kernel_id="k2", rank_pids={"0": 5001}), str(tmp_path)):
-        PublishedRun(state("dead", pid=dead_pid(), rank_pids=[6001]), str(tmp_path)).publish()
-        labels = rank_labels(str(tmp_path))
+    with children(3) as (a, b, c):
+        with PublishedRun(state("first", kernel_id="k1", rank_pids=[a, b]), str(tmp_path)), \
+                PublishedRun(state("second", kernel_id="k2", rank_pids=[c]), str(tmp_path)):
+            PublishedRun(state("dead", pid=dead_pid(), rank_pids=[c]), str(tmp_path)).publish()
+            labels = rank_labels(str(tmp_path))
+            assert [r["rank_pids"] for r in list_runs(str(tmp_path))] == [[a, b], [c]]
     assert labels == {
-        4001: {"kernel_id": "k1", "rank": 0, "run_id": "first"},
-        4002: {"kernel_id": "k1", "rank": 1, "run_id": "first"},
-        5001: {"kernel_id": "k2", "rank": 0, "run_id": "second"},
+        a: {"kernel_id": "k1", "rank": 0, "run_id": "first"},
+        b: {"kernel_id": "k1", "rank": 1, "run_id": "first"},
+        c: {"kernel_id": "k2", "rank": 0, "run_id": "second"},
     }
     assert rank_labels(str(tmp_path)) == {}
+
+
+def test_ranks_that_have_ended_keep_their_place(tmp_path):
+    gone = dead_pid()
+    with children(1) as (alive,):
+        with PublishedRun(state(rank_pids=[gone, alive]), str(tmp_path)):
+            assert rank_labels(str(tmp_path))[alive]["rank"] == 1
 
 
 def test_a_run_id_that_cannot_name_a_file_is_refused(tmp_path):

@@ -9,7 +9,8 @@ the same kernel file is "forked from the kernel". A rank started with the enviro
 labelled with them; note that the environment a process shows to others is the one it was
 executed with, so variables set after a fork are not visible here.
 
-Processes of other users are listed with their user only: no name, no command line.
+Processes of other users are listed with their user only: no name, no command line, no rank
+(only this user's published runs label ranks, and only processes forked from their kernel).
 """
 
 from __future__ import annotations
@@ -145,6 +146,6 @@ def _published_ranks() -> dict[int, dict]:
     try:
         from .runs import rank_labels
 
-        return rank_labels()
+        return rank_labels(show_other_users=False)  # others' processes: their user only
     except Exception:  # noqa: BLE001 - labels are a courtesy; readings must go on
         return {}

@@ -3,24 +3,34 @@
 While a run trains, its kernel keeps ``lightning-magic-run-<run_id>.json`` there: written whole to
 a temporary file and renamed over the old one, so a reader sees the previous state or the new one,
 never half of either; removed when the run ends. The server lists the files; one whose kernel is
-gone is ignored and removed. No torch and no Jupyter server here.
+gone is ignored and removed. Any file there is checked input (FIFO, symlink, 100 MiB, lying pids):
+reading never hangs or fails and lists only what fits. No torch, no Jupyter server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import re
+import reprlib
+import stat
 import tempfile
 import threading
 import time
 from typing import Any, Callable, Optional
 
+import psutil
+
 PREFIX = "lightning-magic-run-"
 SUFFIX = ".json"
 UPDATE_INTERVAL_S = 1.0
+MAX_FILE_BYTES = 256 * 1024
+MAX_FILES, MAX_METRICS = 256, 512  # run files read per listing, metrics kept per run
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_log = logging.getLogger(__name__)
 
 
 def runtime_dir() -> str:
@@ -53,11 +63,9 @@ class PublishedRun:
         self.min_interval, self.clock = min_interval, clock
         self._lock = threading.Lock()
         self._last_write: Optional[float] = None
-        self._updated = False        # the first update is written at once
-        self._pending = False
+        self._updated, self._pending = False, False  # the first update is written at once
         self._timer: Optional[threading.Timer] = None
-        self._published = False
-        self._removed = False
+        self._published, self._removed = False, False
 
     def publish(self) -> str:
         """Write the file (creating the runtime directory if needed) and return its path."""
@@ -80,13 +88,12 @@ class PublishedRun:
             self._updated = True
             if wait <= 0:
                 self._write_quietly()
-            elif self._timer is None:
-                self._pending = True
-                self._timer = threading.Timer(wait, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
             else:
                 self._pending = True
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self.flush)
+                    self._timer.daemon = True
+                    self._timer.start()
 
     def flush(self) -> None:
         """Write an update that the interval held back, now."""
@@ -102,10 +109,8 @@ class PublishedRun:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
-            except FileNotFoundError:
-                pass
 
     def __enter__(self) -> PublishedRun:
         self.publish()
@@ -128,101 +133,190 @@ class PublishedRun:
                 handle.write(data)
             os.replace(temporary, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(temporary)
-            except OSError:
-                pass
             raise
         self._last_write, self._pending = self.clock(), False
 
 
-def list_runs(directory: Optional[str] = None) -> list[dict]:
-    """The published runs whose kernel is alive, oldest first.
+def list_runs(directory: Optional[str] = None, *, show_other_users: bool = True) -> list[dict]:
+    """The published runs whose kernel is alive, oldest first, each checked field by field.
 
-    Files that cannot be read or parsed are skipped; files whose kernel process is gone are
-    skipped and deleted where permissions allow.
+    Regular files of at most ``MAX_FILE_BYTES`` only, not through symlinks; what does not fit the
+    schema (``runs`` items) is dropped with a debug log. A run counts while its kernel pid is alive,
+    started when the file says and is the file owner's; its ``rank_pids`` only when none is a live
+    non-descendant of that kernel. Other users' runs need ``show_other_users`` (no ``ckpt_dir``).
     """
+    return [run for run, _ in _live_runs(directory, show_other_users)]
+
+
+def rank_labels(directory: Optional[str] = None, *,
+                show_other_users: bool = True) -> dict[int, dict]:
+    """``{pid: {"kernel_id", "rank", "run_id"}}`` for the ranks of every live run: only the
+    processes that descend from the kernel that published the run."""
+    return {pid: {"kernel_id": run["kernel_id"], "rank": rank, "run_id": run["run_id"]}
+            for run, ranks in _live_runs(directory, show_other_users)
+            for rank, pid in ranks.items()}
+
+
+def _live_runs(directory: Optional[str], show_other_users: bool) -> list[tuple[dict, dict]]:
+    """Each live run, oldest first, with ``{rank: pid}`` of its ranks forked from its kernel."""
     directory = directory or runtime_dir()
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(n for n in os.listdir(directory)
+                       if n.startswith(PREFIX) and n.endswith(SUFFIX))
     except OSError:
         return []
-    runs = []
-    for name in names:
-        if not (name.startswith(PREFIX) and name.endswith(SUFFIX)):
-            continue
+    me, runs = os.geteuid(), []
+    for name in names[:MAX_FILES]:
         path = os.path.join(directory, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                run = json.load(handle)
-        except (OSError, ValueError):
+        read = _read_regular_file(path)
+        if read is None or (read[1] != me and not show_other_users):
             continue
-        if not isinstance(run, dict):
+        data, owner = read
+        run = _validated(data, path)
+        kernel = None if run is None else _kernel(run["pid"], data.get("pid_started"), owner, path)
+        if run is None or kernel is None:
             continue
-        if not _alive(run.get("pid"), run.get("pid_started")):
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-            continue
-        runs.append(run)
-    return sorted(runs, key=lambda run: (_number(run.get("started")), str(run.get("run_id"))))
+        ranks, trusted = _ranks_of(kernel, run["rank_pids"], path)
+        run["rank_pids"] = run["rank_pids"] if trusted else []
+        if owner != me:
+            run.pop("ckpt_dir", None)
+        runs.append((run, ranks))
+    return sorted(runs, key=lambda pair: (pair[0]["started"], pair[0]["run_id"]))
 
 
-def rank_labels(directory: Optional[str] = None) -> dict[int, dict]:
-    """``{pid: {"kernel_id", "rank", "run_id"}}`` for every rank process of every live run."""
-    labels: dict[int, dict] = {}
-    for run in list_runs(directory):
-        pids = run.get("rank_pids") or []
-        pairs = pids.items() if isinstance(pids, dict) else enumerate(pids)
-        for rank, pid in pairs:
-            try:
-                rank, pid = int(rank), int(pid)
-            except (TypeError, ValueError):
-                continue
-            labels[pid] = {"kernel_id": run.get("kernel_id"), "rank": rank,
-                           "run_id": run.get("run_id")}
-    return labels
-
-
-def _alive(pid: Any, started: Any) -> bool:
-    """Whether ``pid`` is a running process, and the same one that published (not a reused pid)."""
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        return False
+def _read_regular_file(path: str) -> Optional[tuple[dict, int]]:
+    """The JSON object in ``path`` and the file's owner, if it is a small regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, another user's
-    except OSError:
-        return False
-    import psutil
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return _skip(path, "is not a regular file")
+        with open(os.open(path, flags), "rb") as handle:  # a FIFO swapped in opens, not hangs
+            info = os.fstat(handle.fileno())
+            raw = handle.read(MAX_FILE_BYTES + 1) if stat.S_ISREG(info.st_mode) else b""
+    except OSError as error:
+        return _skip(path, f"cannot be read ({error})")
+    if not stat.S_ISREG(info.st_mode) or len(raw) > MAX_FILE_BYTES:
+        return _skip(path, f"is not a regular file of at most {MAX_FILE_BYTES} bytes")
+    try:  # NaN and infinities are read as null: they never reach the endpoint's JSON
+        data = json.loads(raw.decode("utf-8"), parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return _skip(path, "is not JSON")
+    return (data, info.st_uid) if isinstance(data, dict) else _skip(path, "holds no JSON object")
 
+
+def _skip(path: str, why: str) -> None:
+    _log.debug("Run file %s %s; skipped", path, why)
+
+
+_BAD = object()  # what a check returns for a value that does not fit
+Check = Callable[[Any], Any]
+
+
+def _whole(value: Any) -> Any:
+    return value if type(value) is int and 0 <= value < 2**31 else _BAD
+
+
+def _text(limit: int) -> Check:
+    return lambda value: value if isinstance(value, str) and len(value) <= limit else _BAD
+
+
+def _or_null(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def _whole_list(value: Any) -> Any:
+    fits = isinstance(value, list) and len(value) <= 4096
+    return value if fits and all(_whole(v) is not _BAD for v in value) else _BAD
+
+
+def _metrics(value: Any) -> Any:  # entries that are not numbers (or null) are left out
+    return {k: v for k, v in list(value.items())[:MAX_METRICS] if len(k) <= 200
+            and (v is None or type(v) in (int, float))} if isinstance(value, dict) else _BAD
+
+
+# Each field: its check, and what a value that fails it costs: the run, null, or the field.
+_RUN_FIELDS: dict[str, tuple[Check, str]] = {
+    "run_id": (lambda v: v if isinstance(v, str) and _RUN_ID.match(v) else _BAD, "run"),
+    "kernel_id": (_or_null(_text(256)), "null"),
+    "pid": (lambda v: v if _whole(v) is not _BAD and v > 1 else _BAD, "run"),
+    "rank_pids": (_whole_list, "run"),
+    "devices": (lambda v: v if _whole(v) is not _BAD else _whole_list(v), "null"),
+    "accelerator": (lambda v: v if v in ("cpu", "gpu") else _BAD, "run"),
+    "num_processes": (_whole, "field"),
+    "started": (lambda v: v if type(v) in (int, float) else _BAD, "run"),
+    "model": (_text(256), "run"),
+    "epoch": (_or_null(_whole), "null"),
+    "step": (_or_null(_whole), "null"),
+    "metrics": (_metrics, "run"),
+    "status": (_text(64), "run"),
+    "ckpt_dir": (_or_null(_text(4096)), "field"),
+}
+
+
+def _validated(data: dict, path: str) -> Optional[dict]:
+    """The schema's fields of ``data`` that fit it; None when a required one does not."""
+    run = {}
+    for name, (check, cost) in _RUN_FIELDS.items():
+        value = check(data[name]) if name in data else _BAD
+        if name in data and (value is _BAD or value != data[name]):
+            _log.debug("Run file %s: %s %s does not fit the schema; %s dropped", path, name,
+                       reprlib.repr(data[name]), "it is" if value is _BAD else "what does not is")
+        if value is _BAD and cost == "run":
+            return _skip(path, f"lacks a valid {name}")
+        if value is not _BAD or cost == "null":
+            run[name] = None if value is _BAD else value
+    return run
+
+
+def _kernel(pid: int, started: Any, owner: int, path: str) -> Any:
+    """The kernel that published the run, when it is alive, is the same process (its start time
+    matches ``pid_started``) and belongs to ``owner``; else None (and a stale file is removed)."""
+    timed = type(started) in (int, float)
     try:
         process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return not isinstance(started, (int, float)) or abs(process.create_time() - started) < 1.0
+        gone = process.status() == psutil.STATUS_ZOMBIE \
+            or (timed and abs(process.create_time() - started) >= 1.0)
+        if not gone and timed and owner in process.uids()[:2]:
+            return process
     except psutil.NoSuchProcess:
-        return False
+        gone = True
     except psutil.Error:
-        return True
+        return _skip(path, f"names kernel pid {pid}, which cannot be inspected")
+    if not gone:
+        return _skip(path, f"names kernel pid {pid}: not its publisher, or not its owner's")
+    if owner == os.geteuid():
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return _skip(path, f"names kernel pid {pid}, which has ended")
+
+
+def _ranks_of(kernel: Any, pids: list[int], path: str) -> tuple[dict[int, int], bool]:
+    """``{rank: pid}`` of the live descendants of the kernel, and whether no pid is another's."""
+    ranks, trusted = {}, True
+    for rank, pid in enumerate(pids):
+        try:
+            if kernel.pid in [p.pid for p in psutil.Process(pid).parents()]:
+                ranks[rank] = pid
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.Error:
+            pass
+        trusted = False
+        _skip(path, f"lists rank pid {pid}, which its kernel {kernel.pid} did not start")
+    return ranks, trusted
 
 
 def _create_time(pid: Any) -> Optional[float]:
-    import psutil
-
-    try:
+    with contextlib.suppress(psutil.Error, TypeError, ValueError):
         return psutil.Process(int(pid)).create_time()
-    except (psutil.Error, TypeError, ValueError):
-        return None
+    return None
 
 
 def _plain(value: Any) -> Any:
     """JSON that browsers parse: NaN and infinities become null, unknown objects their str()."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -234,7 +328,3 @@ def _plain(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return number if math.isfinite(number) else None
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) else 0.0

@@ -384,3 +384,32 @@ def test_everything_shown_is_escaped(ip):
         assert hostile not in markup
         assert "img" not in Tags(markup).tags and "script" not in Tags(markup).tags
         assert "&lt;img src=x onerror=alert(1)&gt;" in markup
+
+
+def test_the_summary_shows_the_runs_own_rows_with_epochs_counted_from_one():
+    run = training_run(epochs=2, batches=10, max_epochs=2, warnings=["a", "b"])
+    text = " ".join(Tags(render_summary_html(run)).text)
+    for label, value in run.rows() + run.metric_rows():
+        assert label in text and value in text  # one list of rows, for HTML and text alike
+        assert any(line.split() == [*label.split(), *value.split()]
+                   for line in repr(run).splitlines()), (label, value)
+    assert "epoch 2 of 2 · step 20" in text and "epoch 0" not in text
+    assert "2 warnings in lightning_run.warnings" in text
+
+
+def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
+    checked = training_run(status="checked", history=[{"stage": "train", "epoch": 0, "step": 1,
+                                                       "train_loss": 0.5}],
+                           checks={"world_size": 2, "all_reduce": 2.0, "loss": 0.5})
+    markup = render_summary_html(checked)
+    assert "check passed" in markup and "nothing was trained" in markup
+    assert "<svg" not in markup and "final metrics" not in markup  # no one-dot chart
+    stopped = training_run(status="interrupted", epochs=2, max_epochs=80,
+                           history=history(3, 10)[:-5])
+    markup = render_summary_html(stopped)
+    assert "stopped" in markup and "failed" not in markup and "error-color" not in markup
+    assert "epoch 3 of 80" in repr(stopped) and repr(stopped).startswith("TrainingRun stopped")
+    from lightning_magic.train.results import TrainingFailed
+
+    shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
+    assert shown.startswith("\x1b[0;34mTraining stopped") and "fail" not in shown.lower()

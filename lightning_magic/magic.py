@@ -74,8 +74,10 @@ class LightningMagics(Magics):
         from .export import export_cell
 
         gpus, _ = hardware.detect_gpus()
-        accelerator, count = hardware.resolve_for_export(opts.devices, opts.accelerator,
-                                                         opts.precision, gpus)
+        given = opts.hardware_given()
+        accelerator, count = hardware.resolve_for_export(given.get("devices"),
+                                                         given.get("accelerator"),
+                                                         given.get("precision"), gpus)
         return export_cell(self.shell, cell, opts, accelerator, count)
 
 

@@ -27,7 +27,9 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     for name in HARDWARE:
         flag = from_flags.get(name)
         if flag is not None and name in given and str(given[name]) != str(flag):
-            notes.append(f"--{name} {flag} replaces the cell's Trainer({name}={given[name]!r}).")
+            shown = user[name] if isinstance(user.get(name), (str, int, list, tuple)) \
+                else type(user.get(name)).__name__
+            notes.append(f"--{name} {flag} replaces the cell's Trainer({name}={shown!r}).")
         chosen[name] = flag if flag is not None else given.get(name)
     resolved = hardware.resolve(chosen["devices"], chosen["accelerator"], chosen["strategy"],
                                 chosen["precision"], prepared.gpus, prepared.no_gpu_reason)

@@ -115,8 +115,18 @@ def _find_model(namespace: dict[str, Any], bound: dict[str, Any], name: Optional
             raise UsageError(f"--model {name}: {name} is a {type(chosen).__name__}, not a "
                              "LightningModule.")
         return Found(model=chosen, model_name=name)
-    instances = {n: v for n, v in bound.items()
-                 if namespaces.is_module(namespaces.unwrap_compiled(v))}
+    instances: dict[str, Any] = {}
+    for n, v in bound.items():  # a module and torch.compile of it are one model: the compiled
+        inner = namespaces.unwrap_compiled(v)
+        if not namespaces.is_module(inner):
+            continue
+        same = [k for k, other in instances.items()
+                if namespaces.unwrap_compiled(other) is inner]
+        if not same:
+            instances[n] = v
+        elif v is not inner:
+            del instances[same[0]]
+            instances[n] = v
     if len(instances) == 1:
         model_name, model = next(iter(instances.items()))
         return Found(model=model, model_name=model_name)

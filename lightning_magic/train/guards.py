@@ -13,8 +13,11 @@ from .discovery import Found
 def check_before_fork(found: Found) -> None:
     """Refuse, with the fix, what would otherwise fail in every rank (CUDA initialized in the
     kernel is refused by the magic, which knows the cells)."""
-    _check_hooks(found.model)
-    _check_training_data(found.model, found.train, found.datamodule)
+    from . import namespaces
+
+    model = namespaces.unwrap_compiled(found.model)
+    _check_hooks(model)
+    _check_training_data(model, found.train, found.datamodule)
 
 
 def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, Any]) -> None:

@@ -1,0 +1,288 @@
+"""A Lightning cell as written, under %%lightning_train: the cell's own Trainer keeps its
+arguments, and its fit/validate/test/predict run in real forked ranks and return what Lightning
+returns; after the cell the Trainer reads like a finished one. Real IPython shell, real ranks."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from support.processes import live_children
+
+from lightning_magic.train.results import TrainingRun
+
+pytestmark = pytest.mark.slow
+
+DEFINITIONS = '''
+import os, torch
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Reg(pl.LightningModule):
+    def __init__(self, lr=0.05):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.lr = lr
+
+    def loss(self, batch):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.loss(batch), sync_dist=True)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", self.loss(batch), sync_dist=True)
+
+    def predict_step(self, batch, batch_idx):
+        return self.layer(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+generator = torch.Generator().manual_seed(0)
+X = torch.randn(128, 8, generator=generator)
+data = TensorDataset(X, X.sum(1, keepdim=True))
+'''
+
+CPU2 = "%%lightning_train --accelerator cpu --devices 2"
+
+
+@pytest.fixture
+def shell(ip):
+    assert ip.run_cell(DEFINITIONS).success
+    return ip
+
+
+def run(shell, source, ok=True):
+    with capture_output() as captured:
+        result = shell.run_cell(source)
+    if ok:
+        assert result.success, (result.error_in_exec, captured.stdout, captured.stderr)
+    return result, captured
+
+
+def test_a_tutorial_cell_keeps_its_trainer_and_its_callbacks_state(shell, no_orphans):
+    result, captured = run(shell, f"""{CPU2}
+model = Reg()
+stopper = EarlyStopping("val_loss", patience=0, min_delta=10.0)
+trainer = pl.Trainer(max_epochs=20, callbacks=[stopper], log_every_n_steps=2)
+trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32))
+""")
+    run_ = result.result
+    assert isinstance(run_, TrainingRun) and shell.user_ns["lightning_run"] is run_
+    trainer, stopper = shell.user_ns["trainer"], shell.user_ns["stopper"]
+    # EarlyStopping ran in the ranks, and its state is in the kernel's object
+    assert trainer.current_epoch < 20 and stopper.stopped_epoch == trainer.current_epoch - 1
+    assert stopper.best_score is not None and float(stopper.best_score) > 0
+    assert trainer.global_step == trainer.current_epoch * 4 == run_.global_step
+    assert trainer.log_every_n_steps == 2  # the cell's own argument, kept
+    assert set(trainer.callback_metrics) >= {"train_loss", "val_loss"}
+    assert trainer.state.finished
+    # the logger is Lightning's default one (TensorBoard is installed), in the run's folder
+    assert type(trainer.logger).__name__ == "TensorBoardLogger"
+    assert trainer.logger.log_dir.startswith(run_.ckpt_dir) and trainer.logger.version == 0
+    assert os.path.isfile(trainer.checkpoint_callback.best_model_path)
+    assert "Training Reg on 2 CPU processes" in captured.stdout
+    assert not [w for w in run_.warnings if "exists and is not empty" in w]
+
+
+def test_validate_test_and_predict_return_what_lightning_returns(shell, no_orphans):
+    cell = """
+model = Reg()
+trainer = pl.Trainer(max_epochs=2)
+trainer.fit(model, DataLoader(data, batch_size=16))
+validated = trainer.validate(model, DataLoader(data, batch_size=32))
+tested = trainer.test(model, DataLoader(data, batch_size=32))
+predicted = trainer.predict(model, DataLoader(data, batch_size=10))
+"""
+    run(shell, f"{CPU2}\n{cell}")
+    ns = shell.user_ns
+    model, predicted = ns["model"], ns["predicted"]
+    # every rank's predictions, in dataset order, nothing padded: as one process predicts
+    assert len(predicted) == 13 and sum(len(p) for p in predicted) == len(ns["data"])
+    with torch.no_grad():
+        expected = [model.layer(x) for x, _ in torch.utils.data.DataLoader(ns["data"],
+                                                                           batch_size=10)]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(predicted, expected, strict=True))
+    # test metrics: the same as one process on the trained weights (128 samples split evenly)
+    with torch.no_grad():
+        single = torch.stack([model.loss(b) for b in torch.utils.data.DataLoader(
+            ns["data"], batch_size=32)]).mean()
+    assert ns["tested"][0]["test_loss"] == pytest.approx(float(single), rel=1e-5)
+    assert ns["validated"][0]["val_loss"] == pytest.approx(float(single), rel=1e-5)
+    assert isinstance(ns["lightning_run"], TrainingRun)
+
+
+def test_predict_on_two_ranks_equals_one_process(shell):
+    run(shell, "torch.manual_seed(0)\nmodel = Reg()")
+    run(shell, f"{CPU2}\ntwo = pl.Trainer().predict(model, DataLoader(data, batch_size=7))")
+    run(shell, "%%lightning_train --accelerator cpu --devices 1\n"
+               "one = pl.Trainer().predict(model, DataLoader(data, batch_size=7))")
+    two, one = shell.user_ns["two"], shell.user_ns["one"]
+    assert len(two) == len(one) == 19
+    assert torch.equal(torch.cat(two), torch.cat(one))
+
+
+def test_a_later_cell_calls_the_trainer_in_ranks_too_with_the_best_checkpoint(shell,
+                                                                              no_orphans):
+    run(shell, f"""{CPU2} --monitor val_loss
+model = Reg()
+trainer = pl.Trainer(max_epochs=3)
+trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32))
+""")
+    trainer = shell.user_ns["trainer"]
+    best = trainer.checkpoint_callback
+    assert best.monitor == "val_loss" and os.path.isfile(best.best_model_path)
+    scores = {path: float(score) for path, score in best.best_k_models.items()}
+    assert best.best_model_path == min(scores, key=scores.get)
+    result, captured = run(shell, "trainer.test(model, DataLoader(data, batch_size=32), "
+                                  "ckpt_path='best')")
+    assert "Testing Reg on 2 CPU processes" in captured.stdout
+    assert result.result[0]["test_loss"] > 0
+    assert not live_children()
+
+
+def test_one_device_is_a_single_device_run_after_the_kernel_used_openmp(shell, no_orphans):
+    # the kernel's own OpenMP pool, started before the fork, must not hang the rank
+    run(shell, "torch.set_num_threads(2)\n"
+               "torch.nn.functional.log_softmax(torch.randn(4096, 1000), 1).sum()")
+    result, _ = run(shell, "%%lightning_train --accelerator cpu --devices 1 --timeout 60\n"
+                           "model = Reg()\ntrainer = pl.Trainer(max_epochs=1)\n"
+                           "trainer.fit(model, DataLoader(data, batch_size=16))")
+    run_ = result.result
+    assert run_.status == "finished" and run_.strategy == "single_device"
+    assert type(shell.user_ns["trainer"].strategy).__name__ == "NotebookSingleDeviceStrategy"
+    assert any("2 CPU threads" in note for note in run_.notes), run_.notes
+
+
+def test_the_cells_hardware_is_used_unless_a_flag_says_otherwise(shell):
+    result, _ = run(shell, "%%lightning_train\nmodel = Reg()\n"
+                           "trainer = pl.Trainer(accelerator='cpu', devices=2, max_steps=2)\n"
+                           "trainer.fit(model, DataLoader(data, batch_size=16))")
+    assert result.result.num_processes == 2
+    result, captured = run(shell, "%%lightning_train --devices 1\nmodel = Reg()\n"
+                                  "trainer = pl.Trainer(accelerator='cpu', devices=2, max_steps=2)"
+                                  "\ntrainer.fit(model, DataLoader(data, batch_size=16))")
+    assert result.result.num_processes == 1
+    assert "--devices 1 replaces the cell's Trainer(devices=2)" in captured.stdout
+
+
+def test_pytorch_lightning_is_the_same_code_under_another_name(shell, no_orphans):
+    result, _ = run(shell, f"""{CPU2}
+import pytorch_lightning as ptl
+
+class Old(ptl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("loss", loss)
+        return loss
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+old = Old()
+before = old.layer.weight.detach().clone()
+trainer = ptl.Trainer(max_epochs=1, callbacks=[ptl.callbacks.EarlyStopping("loss")])
+trainer.fit(old, DataLoader(data, batch_size=16))
+""")
+    assert result.result.status == "finished" and result.result.global_step == 4
+    assert not torch.equal(shell.user_ns["old"].layer.weight, shell.user_ns["before"])
+    assert isinstance(shell.user_ns["trainer"].checkpoint_callback,
+                      __import__("pytorch_lightning").callbacks.ModelCheckpoint)
+
+
+def test_a_module_compiled_in_configure_model_gets_its_weights_back(shell, no_orphans):
+    result, _ = run(shell, f"""{CPU2}
+class Compiled(Reg):
+    def configure_model(self):
+        self.layer = torch.compile(self.layer, backend="eager")
+
+model = Compiled()
+before = model.layer.weight.detach().clone()
+pl.Trainer(max_epochs=1).fit(model, DataLoader(data, batch_size=16))
+""")
+    assert result.result.status == "finished"
+    assert not torch.equal(shell.user_ns["model"].layer.weight, shell.user_ns["before"])
+
+
+def test_a_compiled_model_without_a_trainer_call_is_trained(shell):
+    # (a compiled training_step may not call self.log: torch.compile fails on it, in plain
+    # Lightning too)
+    run(shell, "class Quiet(Reg):\n    def training_step(self, batch, batch_idx):\n"
+               "        return self.loss(batch)")
+    result, _ = run(shell, "%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+                           "inner = Quiet()\nbefore = inner.layer.weight.detach().clone()\n"
+                           "model = torch.compile(inner, backend='eager')\n"
+                           "loader = DataLoader(data, batch_size=16)")
+    assert result.result.status == "finished"
+    assert not torch.equal(shell.user_ns["inner"].layer.weight, shell.user_ns["before"])
+
+
+def test_the_runs_last_checkpoint_stays_beside_the_modules_own_checkpoint(shell):
+    result, _ = run(shell, f"""{CPU2} --max-epochs 2
+class OwnCheckpoint(Reg):
+    def configure_callbacks(self):
+        return [ModelCheckpoint(dirpath=os.path.abspath("mine"), monitor="val_loss")]
+
+model = OwnCheckpoint()
+train_loader = DataLoader(data, batch_size=16)
+val_loader = DataLoader(data, batch_size=32)
+""")
+    run_ = result.result
+    assert os.path.isfile(os.path.join(run_.ckpt_dir, "last.ckpt"))
+    assert os.listdir("mine") and run_.best_model_path.startswith(os.path.abspath("mine"))
+
+
+def test_resume_last_continues_only_a_run_of_the_same_model(shell):
+    run(shell, "%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+               "model = Reg()\nloader = DataLoader(data, batch_size=16)")
+    result, _ = run(shell, "%%lightning_train --accelerator cpu --devices 1 --resume last\n"
+                           "class Other(Reg):\n    pass\n"
+                           "model = Other()\npl.Trainer(max_epochs=2).fit(model, "
+                           "DataLoader(data, batch_size=16))", ok=False)
+    error = result.error_in_exec
+    assert isinstance(error, UsageError) and "trained a Other" in str(error) \
+        and "Reg" in str(error)
+    assert not live_children()
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ("num_nodes=2", ["Trainer(num_nodes=2)", "--export"]),
+    ("strategy=pl.strategies.FSDPStrategy()", ["FSDPStrategy", "script launch"]),
+])
+def test_trainer_arguments_a_notebook_cannot_honour_are_usage_errors(shell, arguments, words):
+    result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer({arguments})\nreached = True", ok=False)
+    assert isinstance(result.error_in_exec, UsageError)
+    for word in words:
+        assert word in str(result.error_in_exec)
+    assert "reached" not in shell.user_ns
+
+
+def test_an_unknown_trainer_argument_is_lightnings_own_error(shell):
+    result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer(max_epoch=2)", ok=False)
+    assert isinstance(result.error_in_exec, TypeError)
+    assert "max_epoch" in str(result.error_in_exec)
+    assert not live_children()
+
+
+def test_a_cell_without_fit_shows_its_last_value(shell):
+    run(shell, f"{CPU2}\nmodel = Reg()\npl.Trainer(max_epochs=1).fit(model, "
+               "DataLoader(data, batch_size=16))")
+    result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer()\n"
+                           "trainer.test(model, DataLoader(data, batch_size=32))")
+    assert isinstance(result.result, list) and "test_loss" in result.result[0]

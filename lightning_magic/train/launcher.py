@@ -223,7 +223,10 @@ class NotebookLauncher:
         and only for fit; a dry run (``--check``) leaves the user's model as it was."""
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", None) if checkpoint else None
-        state_dict = trainer.lightning_module.state_dict()  # on every rank (sharded metrics)
+        # on every rank: sharded metrics, or a sharded model's full state gathered to rank 0
+        full_state = getattr(self._strategy, "full_state_dict", None)
+        state_dict = full_state() if full_state is not None else \
+            trainer.lightning_module.state_dict()
         if self._strategy.local_rank != 0:
             return None
         weights_path = None

@@ -80,7 +80,9 @@ def export_cell(shell, cell: str, flags, accelerator: str, devices_per_node: int
     path, num_nodes = flags.export, flags.num_nodes
     model_name, data_name, val_data_name = flags.model, flags.data, flags.val_data
     trainer_kwargs = dict(flags.trainer_kwargs(), accelerator=accelerator,
-                          devices=devices_per_node, precision=flags.precision)
+                          devices=devices_per_node)
+    if flags.precision is not None:  # else Lightning's default, as in the notebook
+        trainer_kwargs["precision"] = flags.precision
     if flags.ckpt_dir:
         trainer_kwargs["default_root_dir"] = flags.ckpt_dir
     script_path, sbatch_path = _check_paths(path)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from . import callbacks, predictions, transfer
 from .interrupts import Presses
+from .loggers import continue_logs
 from .rank import WarningCollector, prepare_rank_process
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
@@ -193,8 +194,11 @@ class NotebookLauncher:
             from lightning.fabric.utilities import move_data_to_device
             from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 
-            _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
+            if self._strategy.num_processes > 1:  # as Lightning does for several processes
+                _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
             self._strategy._launcher = None  # inside a rank nothing launches again
+            if rank == 0 and self.session.records:  # a later launch of this Trainer
+                self._collector.ignore(continue_logs(trainer))
             if self.session.flags.seed is not None:
                 from lightning.fabric.utilities.seed import seed_everything
 

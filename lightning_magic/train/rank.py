@@ -84,6 +84,9 @@ class WarningCollector:
         self.messages: list[str] = []
         self._seen: set[str] = set(ignored)  # the magic's own doing, not the user's
 
+    def ignore(self, messages: list[str]) -> None:
+        self._seen.update(messages)
+
     def install(self) -> None:
         warnings.showwarning = self._show  # type: ignore[assignment]
 

@@ -2,7 +2,9 @@
 finished Lightning Trainer: the trained weights (strictly: a weight that cannot be matched back is
 an error), the trainer state and loop progress (``current_epoch``, ``global_step``), callback
 metrics, each callback's state (EarlyStopping's ``stopped_epoch``, ModelCheckpoint's
-``best_model_path`` and ``best_k_models``, a user callback's counters) and each logger's version.
+``best_model_path`` and ``best_k_models``, a user callback's counters), each logger's version,
+and, for one process, the random state (later cells draw what they would have drawn after
+training in the kernel itself).
 
 ``collect`` runs in rank 0; ``restore`` in the kernel. Only plain data crosses: numbers, strings,
 paths, tensors (moved to the CPU) and containers of those.
@@ -34,6 +36,10 @@ def collect(trainer: Any) -> dict[str, Any]:
         v if isinstance(v, (int, str)) else None for v in versions]}
     if trainer.state.fn.value == "fit":
         extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
+    if trainer.world_size == 1:
+        from lightning.fabric.utilities.seed import _collect_rng_states
+
+        extra["rng_states"] = _collect_rng_states(include_cuda=False)
     return extra
 
 
@@ -45,6 +51,7 @@ def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> 
     if trainer.checkpoint_callback is not None and output.best_model_path:
         trainer.checkpoint_callback.best_model_path = str(output.best_model_path)
     trainer.state = output.trainer_state
+    trainer.callback_metrics.clear()  # as in one process: this call's metrics, not the last's
     launcher.update_main_process_results(trainer, extra)  # Lightning's: callback_metrics
     states = extra.get("callback_states", {})
     for callback in trainer.callbacks:
@@ -56,6 +63,10 @@ def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> 
             logger._version = version
     if "fit_loop" in extra:
         trainer.fit_loop.load_state_dict(extra["fit_loop"])
+    if "rng_states" in extra:  # one process: the kernel goes on as if it had trained itself
+        from lightning.fabric.utilities.seed import _set_rng_states
+
+        _set_rng_states(extra["rng_states"])
 
 
 def load_weights(module: Any, state: dict[str, Any]) -> None:

@@ -150,9 +150,11 @@ def prepared(name: str, mode: Mode, devices: int | None = None) -> nbformat.Note
         if cell.cell_type != "code":
             continue
         if mode == "magic" and devices != written:
+            # one process is one device, as in plain Lightning: no DDP strategy for it
+            drop = f" --strategy {strategy}" if strategy and devices == 1 else "\0"
             cell.source = MAGIC_LINE.sub(
-                lambda m: m.group(0).replace(f"--devices {written}", f"--devices {devices}"),
-                cell.source)
+                lambda m: m.group(0).replace(f"--devices {written}", f"--devices {devices}")
+                .replace(drop, ""), cell.source)
         if mode == "plain":
             cell.source = MAGIC_LINE.sub("", cell.source)
             cell.source = cell.source.replace(  # still a cell: the same execution counts

@@ -263,7 +263,8 @@ def test_resume_last_continues_only_a_run_of_the_same_model(shell):
 
 @pytest.mark.parametrize("arguments, words", [
     ("num_nodes=2", ["Trainer(num_nodes=2)", "--export"]),
-    ("strategy=pl.strategies.FSDPStrategy()", ["FSDPStrategy", "script launch"]),
+    ("strategy=pl.strategies.SingleDeviceStrategy(device=\"cpu\")",
+     ["SingleDeviceStrategy", "script launch"]),
 ])
 def test_trainer_arguments_a_notebook_cannot_honour_are_usage_errors(shell, arguments, words):
     result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer({arguments})\nreached = True", ok=False)

@@ -36,32 +36,47 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class HistoryRecorder(Callback):
-    """Records every logged scalar when it changes, with the step and epoch it belongs to."""
+    """Records every scalar the module logs, at the step it belongs to: one ``train`` row per
+    training batch (the values logged on step), one ``validation`` row per validation run (its
+    epoch values) and one ``epoch`` row per training epoch (the training values logged on
+    epoch), each with the epoch and the global step."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
-        self._last: dict[str, float] = {}
 
-    def _record(self, trainer: Any, stage: str) -> None:
-        changed = {}
-        for name, number in scalar_metrics(trainer.callback_metrics).items():
-            previous = self._last.get(name)
-            if previous is None or not (number == previous or (math.isnan(number) and math.isnan(previous))):
-                changed[name] = number
-                self._last[name] = number
-        if changed:
+    def _record(self, trainer: Any, stage: str, on_step: bool) -> None:
+        metrics = scalar_metrics(trainer.callback_metrics)
+        row = {}
+        for name in _logged_names(trainer, on_step):
+            if name in metrics:
+                row[name] = metrics[name]
+        if row:
             self.rows.append({"stage": stage, "epoch": trainer.current_epoch,
-                              "step": trainer.global_step, **changed})
+                              "step": trainer.global_step, **row})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self._record(trainer, "train")
+        self._record(trainer, "train", on_step=True)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not trainer.sanity_checking:
-            self._record(trainer, "validation")
+            self._record(trainer, "validation", on_step=False)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._record(trainer, "epoch")
+        self._record(trainer, "epoch", on_step=False)
+
+
+def _logged_names(trainer: Any, on_step: bool) -> list[str]:
+    """The names the running loop's logged values have in ``callback_metrics``: a value logged
+    both on step and on epoch is there as ``name_step`` and ``name_epoch`` too."""
+    names = []
+    for result in getattr(trainer, "_results", {}).values():
+        meta = getattr(result, "meta", None)
+        if meta is None or (meta.on_step if on_step else meta.on_epoch) is False:
+            continue
+        both = meta.on_step and meta.on_epoch
+        names.append(f"{meta.name}_{'step' if on_step else 'epoch'}" if both and on_step
+                     else meta.name)
+    return list(dict.fromkeys(names))
 
 
 class RunSupervisor(Callback):

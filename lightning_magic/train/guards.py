@@ -28,8 +28,7 @@ def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, An
     session = trainer._lightning_magic
     prepared = session.prepared
     if prepared is not None:
-        check_cuda_not_initialized(prepared.cuda_watch, prepared.cell,
-                                   prepared.shell.execution_count)
+        check_cuda_not_initialized(prepared.cuda_watch, prepared.cell, prepared.cell_number)
     if name != "fit":
         return
     model = args[0] if args else kwargs.get("model")
@@ -42,6 +41,9 @@ def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, An
         train, datamodule = None, train
     _check_hooks(model)
     _check_training_data(model, train, datamodule)
+    strategy_check = getattr(trainer.strategy, "check_before_fork", None)  # see train.sharded
+    if strategy_check is not None:
+        strategy_check(model)
 
 
 def _overridden(hook: str, model: Any) -> bool:
@@ -86,7 +88,7 @@ class Refused(UsageError):
         self.report = report
 
 
-def check_cuda_not_initialized(cuda_watch: Any, cell: str, execution_count: int) -> None:
+def check_cuda_not_initialized(cuda_watch: Any, cell: str, cell_number: int) -> None:
     """Forked ranks cannot use CUDA once the kernel initialized it: name the cell that did."""
     from .cuda_watch import cuda_initialized, guess
 
@@ -95,7 +97,7 @@ def check_cuda_not_initialized(cuda_watch: Any, cell: str, execution_count: int)
     # an earlier cell, as the hooks recorded it, or else this very cell
     culprit = cuda_watch.culprit
     if culprit is None and cuda_watch.initialized_by_current_cell():
-        culprit = guess(cell, set(), execution_count)
+        culprit = guess(cell, set(), cell_number)
     if culprit is None:
         where = ""
     elif culprit.cell is None:

@@ -31,6 +31,13 @@ class Prepared:
     kernel_id: Optional[str] = None
     before: dict[str, int] = field(default_factory=dict)  # the namespace before the cell
 
+    @property
+    def cell_number(self) -> int:
+        """The ``In [N]`` of this cell, as the notebook shows it."""
+        from ..cells import cell_number
+
+        return cell_number(self.shell, self.cell)
+
     def run_name(self) -> str:
         from .build import run_name
 
@@ -96,8 +103,7 @@ def _train_what_the_cell_made(prepared: Prepared, intercept: Any) -> TrainingRun
     namespace, flags = prepared.shell.user_ns, prepared.flags
     found = discover(namespace, bound_by_cell(prepared.before, namespace, prepared.cell),
                      model=flags.model, data=flags.data, val_data=flags.val_data)
-    guards.check_cuda_not_initialized(prepared.cuda_watch, prepared.cell,
-                                      prepared.shell.execution_count)
+    guards.check_cuda_not_initialized(prepared.cuda_watch, prepared.cell, prepared.cell_number)
     guards.check_before_fork(found)
     if intercept.trainers:
         trainer = intercept.trainers[-1]

@@ -21,7 +21,8 @@ from ..hardware import Resolved
 from .results import TrainingRun
 
 Stage = Literal["fit", "validate", "test", "predict"]
-VERBS = {"fit": "Training", "validate": "Validating", "test": "Testing", "predict": "Predicting"}
+VERBS = {"fit": "Training", "validate": "Validating", "test": "Testing", "predict": "Predicting",
+         "check": "Checking"}
 
 
 @dataclass
@@ -85,7 +86,8 @@ class Launch:
         session, resolved = self.session, self.session.resolved
         where = f" · checkpoints in {session.ckpt_dir}" if self.stage == "fit" \
             and not session.flags.check else ""
-        lines = [f"{VERBS[self.stage]} {type(self.model).__name__} on {resolved.describe()}{where}"]
+        verb = VERBS["check" if session.flags.check else self.stage]
+        lines = [f"{verb} {type(self.model).__name__} on {resolved.describe()}{where}"]
         if not session.records:  # said once per Trainer, not at every call
             lines += list(resolved.notes) + list(session.notes)
         if self.resume:
@@ -183,6 +185,8 @@ class Launch:
             epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
             model=self.model, summary=model_summary(self.model), notes=notes,
             warnings=warnings_seen, checks=dict(extra.get("check") or {}),
+            max_epochs=_limit(getattr(self.trainer, "max_epochs", None)),
+            max_steps=_limit(getattr(self.trainer, "max_steps", None)), name=session.flags.out,
         )
         if status not in ("finished", "checked"):
             from .failures import report_for
@@ -190,6 +194,11 @@ class Launch:
             run.report = report_for(outcome, self)
             run.traceback = outcome.error.traceback if outcome.error else run.report.traceback
         return run
+
+
+def _limit(value: Any) -> Optional[int]:
+    """A training limit as a count, or None for Lightning's "no limit" (-1, None)."""
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _effective_batch(batch_size: Optional[int], world_size: int, accumulate: int) -> Optional[str]:

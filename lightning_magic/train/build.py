@@ -36,9 +36,9 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     if resolved.accelerator == "gpu":
         hardware.check_torch_can_use_gpus()
     if resolved.strategy in ("fsdp", "model_parallel"):
-        raise UsageError(f"--strategy {resolved.strategy} is not available from a notebook "
-                         "cell in this version: use --strategy ddp_notebook, or --export PATH to "
-                         "write a torchrun script for it.")
+        from .sharded import check_hardware
+
+        check_hardware(resolved)
     kwargs = dict(user)
     for name, value in flags.trainer_kwargs().items():
         if name in user and user[name] != value:
@@ -113,12 +113,19 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
     if isinstance(strategy, str):
         given["strategy"] = strategy
     elif strategy is not None:
+        from .sharded import cell_strategy
+
+        sharded = cell_strategy(space, strategy)
+        if sharded is not None:  # kept whole: every argument the cell gave it
+            given["strategy"] = sharded
+            return given, {"cell_strategy": strategy}
         if type(strategy).__name__ != "DDPStrategy" or \
                 not isinstance(strategy, space.strategies.DDPStrategy):
             raise UsageError(
                 f"Trainer(strategy={type(strategy).__name__}(...)) cannot run from a notebook "
-                "cell: it needs a script launch. Give strategy='ddp' (or a DDPStrategy), or "
-                "write a script with %%lightning_train --export train.py.")
+                "cell: it needs a script launch. Give strategy='ddp' (or a DDPStrategy, "
+                "FSDPStrategy or ModelParallelStrategy), or write a script with "
+                "%%lightning_train --export train.py.")
         given["strategy"] = "ddp"
         ddp_kwargs = dict(strategy._ddp_kwargs)
         ddp_kwargs.update(process_group_backend=strategy._process_group_backend,

@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 from ..flags import TrainFlags
 
 RUN_INFO = "run.json"
+DISTRIBUTED_METADATA = (".metadata", "meta.pt")  # torch.distributed.checkpoint's, Lightning's
 
 
 def runs_root(cwd: str) -> str:
@@ -33,13 +34,13 @@ def check_resume(flags: TrainFlags, cwd: str) -> None:
         return
     if flags.resume != "last":
         path = os.path.abspath(os.path.expanduser(flags.resume))
-        if not os.path.isfile(path):
+        if not os.path.exists(path):  # a file, or a distributed checkpoint's folder
             raise UsageError(f"--resume {flags.resume}: no such checkpoint file. Give 'last' or "
                              "the path of a .ckpt file.")
         return
     if flags.ckpt_dir is not None:
         path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UsageError(f"--resume last: {flags.ckpt_dir} has no last.ckpt yet. Train once "
                              f"with --ckpt-dir {flags.ckpt_dir} first, or drop --resume.")
         return
@@ -70,7 +71,17 @@ def resume_path(flags: TrainFlags, cwd: str, model: Any) -> str:
 
 
 def check_whole(path: str, given: str) -> None:
-    """A checkpoint written by torch.save is a zip archive; a truncated one is not."""
+    """A checkpoint written by torch.save is a zip archive; a truncated one is not. A distributed
+    checkpoint (a sharded strategy's) is a folder with torch's ``.metadata`` and Lightning's
+    ``meta.pt``, both written last."""
+    if os.path.isdir(path):
+        lacking = [name for name in DISTRIBUTED_METADATA
+                   if not os.path.isfile(os.path.join(path, name))]
+        if lacking:
+            raise UsageError(f"--resume {given}: the folder {path} is not a whole distributed "
+                             f"checkpoint (it has no {' and no '.join(lacking)}; a save was cut "
+                             "short?). Give --resume PATH of another checkpoint of the run.")
+        return
     size = os.path.getsize(path) if os.path.isfile(path) else -1
     if size <= 0 or not zipfile.is_zipfile(path):
         state = "is empty" if size == 0 else "does not exist" if size < 0 else \
@@ -87,7 +98,7 @@ def _runs(root: str) -> list[tuple[float, str, Optional[str]]]:
     for name in os.listdir(root):
         folder = os.path.join(root, name)
         path = os.path.join(folder, "last.ckpt")
-        if os.path.isfile(path) and not os.path.islink(path):
+        if os.path.exists(path) and not os.path.islink(path):  # a file, or a sharded folder
             found.append((os.path.getmtime(path), path, read_model_key(folder)))
     return found
 

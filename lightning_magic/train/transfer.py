@@ -36,6 +36,9 @@ def collect(trainer: Any) -> dict[str, Any]:
         v if isinstance(v, (int, str)) else None for v in versions]}
     if trainer.state.fn.value == "fit":
         extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
+    from .sharded import gather_extra
+
+    extra.update(gather_extra(trainer))  # a sharded model: whether its full state came back
     if trainer.world_size == 1:
         from lightning.fabric.utilities.seed import _collect_rng_states
 
@@ -46,7 +49,8 @@ def collect(trainer: Any) -> dict[str, Any]:
 def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> None:
     if output.weights_path is not None:
         io = launcher._strategy.checkpoint_io
-        load_weights(trainer.lightning_module, io.load_checkpoint(output.weights_path))
+        if extra.get("sharded_gather", {}).get("gathered", True):  # else: a note says where
+            load_weights(trainer.lightning_module, io.load_checkpoint(output.weights_path))
         io.remove_checkpoint(output.weights_path)
     if trainer.checkpoint_callback is not None and output.best_model_path:
         trainer.checkpoint_callback.best_model_path = str(output.best_model_path)
@@ -76,6 +80,13 @@ def load_weights(module: Any, state: dict[str, Any]) -> None:
     own = module.state_dict()
     if set(state) != set(own):
         state = {_uncompiled(key, own): value for key, value in state.items()}
+    if set(state) - set(own) and _makes_layers(module):
+        from .sharded import materialize
+
+        refused = materialize(module)
+        if refused:
+            raise WeightsMismatch(refused)
+        own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -92,7 +103,20 @@ def load_weights(module: Any, state: dict[str, Any]) -> None:
             "model's layers differ between the kernel and the ranks (layers made in "
             "configure_model or setup?). Nothing was loaded; the run's checkpoints hold the "
             "trained weights.")
-    module.load_state_dict(state, strict=True)
+    # layers on the meta device (made so in the kernel, or by materialize) take the trained
+    # tensors themselves; the others copy them in place
+    meta = any(tensor.is_meta for tensor in own.values())
+    module.load_state_dict(state, strict=True, assign=meta)
+
+
+def _makes_layers(module: Any) -> bool:
+    from . import namespaces
+
+    try:
+        space = namespaces.of(module)
+        return bool(space.utilities.model_helpers.is_overridden("configure_model", module))
+    except Exception:  # noqa: BLE001 - not a LightningModule of a known namespace
+        return False
 
 
 def _uncompiled(key: str, own: dict[str, Any]) -> str:

@@ -118,3 +118,27 @@ def test_ranks_die_with_the_kernel(kernel, tmp_path):
     km.provisioner.process.kill()  # the kernel dies without any chance to clean up
     gone, alive = psutil.wait_procs(ranks, timeout=15)
     assert not alive, f"ranks outlived their kernel: {[p.pid for p in alive]}"
+
+
+def test_what_a_rank_started_dies_with_a_killed_kernel(kernel, tmp_path):
+    km, kc = kernel
+    pids = tmp_path / "started.pid"
+    reply = kc.execute_interactive(f'''
+import subprocess
+class Starts(Endless):
+    def on_train_start(self):
+        child = subprocess.Popen(["sleep", "300"])
+        with open({str(pids)!r}, "a") as handle:
+            handle.write(f"{{child.pid}}\\n")
+''', timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    fifo = tmp_path / "training.fifo"
+    os.mkfifo(fifo)
+    kc.execute(f"%%lightning_train --accelerator cpu --devices 2 --max-epochs 1000\n"
+               f"model = Starts({str(fifo)!r})\ntrain_loader = loader")
+    assert fifo.read_text() == "training\n"
+    started = [psutil.Process(int(pid)) for pid in pids.read_text().split()]
+    assert len(started) == 2 and all(p.is_running() for p in started)
+    km.provisioner.process.kill()  # no cleanup in the kernel can run
+    gone, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, f"processes a rank started outlived the killed kernel: {alive}"

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 
 from . import callbacks, predictions, transfer
 from .interrupts import Presses
+from .leftovers import Reaper, left_running
 from .loggers import continue_logs
 from .rank import WarningCollector, prepare_rank_process
 from .supervision import Outcome, RankError, address_in_use, end_ranks
@@ -139,6 +140,8 @@ class NotebookLauncher:
         launch.control.beat_all()
         procs: list = []
         self.procs = []
+        reaper = Reaper()  # ends what the ranks started if the kernel itself is killed
+        self._reaper_fd = reaper.fd
         try:
             try:
                 for rank in range(self._strategy.num_processes):
@@ -157,15 +160,21 @@ class NotebookLauncher:
             results._writer.close()
             errors._writer.close()
             self.procs = procs
+            reaper.watch([p.pid for p in procs])
             launch.started_ranks([p.pid for p in procs])
             return supervise(procs, results, errors, launch.control, presses,
                              self.session.flags.timeout)
         finally:
             end_ranks(procs)
+            reaper.close()
 
     # -- rank side ---------------------------------------------------------------------------
     def _rank_main(self, rank: int, trainer: Any, function: Callable, args: Any, kwargs: Any,
                    results: Any, errors: Any, env: dict[str, str]) -> None:
+        try:
+            os.close(self._reaper_fd)  # only the kernel's death may close the reaper's pipe
+        except OSError:
+            pass
         env = dict(env, LIGHTNING_MAGIC_RANK=str(rank), LOCAL_RANK=str(rank))
         prepare_rank_process(rank, self.session.control, env)
         ignored = (f"Checkpoint directory {self.session.ckpt_dir} exists and is not empty.",) \
@@ -251,7 +260,8 @@ class NotebookLauncher:
         extra.update(
             status=getattr(self, "_status", "finished"),
             history=history,
-            last_model_path=last if last and os.path.isfile(last) else None,
+            last_model_path=last if last and os.path.exists(last) else None,  # or a folder
+            left_running=left_running(),
             warnings=list(getattr(self, "_collector", WarningCollector()).messages),
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,

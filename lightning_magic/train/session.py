@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Literal, Optional
 
 from ..flags import TrainFlags
 from ..hardware import Resolved
+from .leftovers import work_dir
 from .results import TrainingRun
 
 Stage = Literal["fit", "validate", "test", "predict"]
@@ -58,7 +58,7 @@ class Launch:
         self.world_size, self.resume = world_size, resume
         flags, resolved = session.flags, session.resolved
         self.run_id = uuid.uuid4().hex[:12]
-        self.stack_dir = tempfile.mkdtemp(prefix="lightning-magic-")
+        self.stack_dir = work_dir()
         self.control = session.control = RunControl(world_size, self.stack_dir)
         if stage == "fit" and not flags.check:
             from .checkpoints import write_run_info
@@ -144,9 +144,13 @@ class Launch:
             self.view.finish(record)  # the view becomes the summary; the report follows
         return record
 
-    def _notes_from_rank_zero(self) -> list[str]:
-        """What only a rank can know: its batch size and its CPU threads."""
+    def _notes_from_rank_zero(self, extra: dict) -> list[str]:
+        """What only a rank can know: its batch size, its CPU threads, what it left running."""
         event, notes = self.started_event, []
+        left = extra.get("left_running") or []
+        if left:
+            notes.append(f"Rank 0 left {', '.join(left)} running after its work was done; "
+                         "the rank ended anyway, and what it left was ended with it.")
         effective = _effective_batch(event.get("batch_size"), self.world_size,
                                      getattr(self.trainer, "accumulate_grad_batches", 1))
         if effective:
@@ -172,7 +176,7 @@ class Launch:
         status = "checked" if session.flags.check and outcome.status == "finished" \
             else outcome.status
         warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
-        notes = list(self.notes) + self._notes_from_rank_zero() + list(extra.get("notes", []))
+        notes = list(self.notes) + self._notes_from_rank_zero(extra) + list(extra.get("notes", []))
         run = TrainingRun(
             status=status, metrics=scalar_metrics(self.trainer.callback_metrics),
             history=list(extra.get("history", [])),

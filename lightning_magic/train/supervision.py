@@ -95,9 +95,36 @@ def pick_stalled(stacks: dict[int, str], fallback: int) -> int:
     return fallback
 
 
+class Exits:
+    """A handle per process that is ready when that process itself has exited (a pidfd). A
+    process's multiprocessing sentinel is a pipe its children inherit, so a thread or child a
+    rank left behind would hold it open long after the rank is gone."""
+
+    def __init__(self, procs: list) -> None:
+        self.handles: dict[Any, Any] = {}
+        for proc in procs:
+            try:
+                self.handles[proc] = os.pidfd_open(proc.pid)
+            except (AttributeError, OSError):  # no pidfds here: the sentinel it is
+                self.handles[proc] = proc.sentinel
+
+    def of(self, proc: Any) -> Any:
+        return self.handles[proc]
+
+    def close(self) -> None:
+        for proc, handle in self.handles.items():
+            if handle is not proc.sentinel:
+                try:
+                    os.close(handle)
+                except OSError:
+                    pass
+        self.handles.clear()
+
+
 def end_ranks(procs: list) -> None:
     """SIGTERM every rank's process group, SIGKILL what is left: nothing survives a run, even
     when the user interrupts again while this waits."""
+    exits = Exits(procs)
     try:
         for proc in procs:
             if proc.is_alive():
@@ -105,9 +132,10 @@ def end_ranks(procs: list) -> None:
         deadline = time.monotonic() + TERM_GRACE_S
         alive = [p for p in procs if p.is_alive()]
         while alive and time.monotonic() < deadline:
-            wait([p.sentinel for p in alive], timeout=deadline - time.monotonic())
+            wait([exits.of(p) for p in alive], timeout=deadline - time.monotonic())
             alive = [p for p in procs if p.is_alive()]
     finally:
+        exits.close()
         for proc in procs:
             signal_group(proc.pid, signal.SIGKILL)  # also DataLoader workers left in the group
         for proc in procs:

@@ -18,7 +18,15 @@ from multiprocessing.connection import wait
 from typing import Any, Optional
 
 from .rank import strip_waiting_main_thread
-from .supervision import SETTLE_S, STOP_GRACE_S, Outcome, RankError, pick_stalled, root_cause
+from .supervision import (
+    SETTLE_S,
+    STOP_GRACE_S,
+    Exits,
+    Outcome,
+    RankError,
+    pick_stalled,
+    root_cause,
+)
 
 POLL_S = 0.5  # at most this long between looks at the heartbeats
 
@@ -32,6 +40,7 @@ def supervise(procs: list, results: Any, errors: Any, control: Any, presses: Any
         _loop(watch, outcome, results, errors, timeout)
     finally:
         _drain_errors(watch, errors)
+        watch.exits.close()
     if outcome.status != "interrupted":  # what ranks wrote just before exiting
         while results._reader not in watch.closed and results._reader.poll():
             _take_result(watch, outcome, results)
@@ -50,7 +59,8 @@ def supervise(procs: list, results: Any, errors: Any, control: Any, presses: Any
 class _Watch:
     def __init__(self, procs: list, control: Any, presses: Any) -> None:
         self.procs, self.control, self.presses = procs, control, presses
-        self.running = {p.sentinel: (rank, p) for rank, p in enumerate(procs)}
+        self.exits = Exits(procs)
+        self.running = {self.exits.of(p): (rank, p) for rank, p in enumerate(procs)}
         self.reported: list[RankError] = []
         self.deaths: dict[int, int] = {}     # rank -> non-zero exit code
         self.closed: set = set()             # readers whose writers are all gone
@@ -90,8 +100,8 @@ def _loop(watch: _Watch, outcome: Outcome, results: Any, errors: Any,
                     watch.reported.append(RankError(**record))
             if results._reader in ready:
                 _take_result(watch, outcome, results)
-            for sentinel in [s for s in ready if s in watch.running]:
-                rank, proc = watch.running.pop(sentinel)
+            for handle in [s for s in ready if s in watch.running]:
+                rank, proc = watch.running.pop(handle)
                 proc.join()
                 if proc.exitcode != 0:
                     watch.deaths[rank] = proc.exitcode
@@ -164,7 +174,7 @@ def dump_stacks(procs: list, control: Any, wait_s: float = 2.0) -> dict[int, str
                     stacks[rank] = strip_waiting_main_thread(handle.read())
                 pending.discard(rank)
         if pending:
-            wait([procs[r].sentinel for r in pending], timeout=0.05)
+            wait([procs[r].sentinel for r in pending], timeout=0.05)  # a short look, either way
     return stacks
 
 

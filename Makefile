@@ -3,6 +3,7 @@
 #   make test   install with the test extra, then run every test
 #   make lab    open JupyterLab on notebooks/
 #   make bench  run the benchmarks (they print tables; see bench/RESULTS.md)
+#   make gpu-check  on a GPU machine: every gpu-marked test and the GPU benchmarks, in 8 minutes
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +18,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lab bench install install-test browser js-test clean
+.PHONY: demo test lab bench install install-test browser js-test clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +49,17 @@ bench: install-test
 	$(PIP) install --quiet ".[bench]"
 	$(PY) bench/launch_overhead.py
 	$(PY) bench/endpoint.py
+	$(PY) bench/cell_trainer.py
 	$(PY) bench/gpu_parity.py
+
+# Every GPU claim in one run (bench/gpu_check.py), within 8 minutes: the system python3's packages
+# (an image's CUDA torch) in .venv/gpu-check, with what is missing installed; where its torch has no
+# CUDA, GPU_TORCH is installed (PyPI's Linux wheels are CUDA builds; GPU_TORCH_PIP_ARGS can name
+# another index). Figures on stdout, and in $$OUT when it is set.
+GPU_TORCH ?= torch
+GPU_TORCH_PIP_ARGS ?=
+gpu-check:
+	TORCH="$(GPU_TORCH)" TORCH_PIP_ARGS="$(GPU_TORCH_PIP_ARGS)" $(PYTHON) bench/gpu_check.py
 
 # The browser test drives Debian's Chromium. Installed when we are root on Debian; otherwise
 # the test is skipped with a message that says how to install it.

@@ -99,6 +99,14 @@ def test_rank_exit_is_reported(shell):
     next_run_works(shell)
 
 
+def test_a_rank_that_exits_with_status_zero_is_the_cause_not_its_peers_gloo_error(shell):
+    run, _ = failing_run(shell, "    os._exit(0)")
+    assert run.report.key != "generic" and "gloo" not in run.report.title.lower()
+    assert "rank 1" in (run.report.title + run.report.what_happened).lower()
+    assert "exit code 0" in run.report.what_happened
+    next_run_works(shell)
+
+
 @pytest.mark.parametrize("signum, name", [("SIGKILL", "SIGKILL"), ("SIGSEGV", "SIGSEGV"),
                                           ("SIGABRT", "SIGABRT")])
 def test_rank_killed_by_a_signal(shell, signum, name):

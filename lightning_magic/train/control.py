@@ -19,6 +19,9 @@ class RunControl:
         ctx = mp.get_context("fork")
         self.world_size = world_size
         self.heartbeat = ctx.Array("d", [time.monotonic()] * world_size, lock=False)
+        # set by a rank whose work is done, just before it exits: an exit without it (the
+        # user's os._exit(0), say) is a rank that ended early, whatever its exit code
+        self.completed = ctx.Array("b", [0] * world_size, lock=False)
         # A stop is agreed through shared memory, not a collective: the kernel sets the batch
         # at which every rank stops to one past the furthest rank, under the same lock the ranks
         # take to record their progress, so no rank can already be past it.

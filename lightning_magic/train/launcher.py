@@ -194,6 +194,8 @@ class NotebookLauncher:
                 pass
         # Exit now: threads or child processes the user's code left behind do not hold the
         # rank open (the kernel ends the rank's process group once every rank is gone).
+        if done.get("ok"):
+            self.session.control.completed[rank] = 1
         os._exit(0 if done.get("ok") else 1)
 
     def _rank_work(self, rank: int, trainer: Any, function: Callable, args: Any, kwargs: Any,

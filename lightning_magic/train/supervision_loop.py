@@ -103,7 +103,7 @@ def _loop(watch: _Watch, outcome: Outcome, results: Any, errors: Any,
             for handle in [s for s in ready if s in watch.running]:
                 rank, proc = watch.running.pop(handle)
                 proc.join()
-                if proc.exitcode != 0:
+                if proc.exitcode != 0 or not watch.control.completed[rank]:
                     watch.deaths[rank] = proc.exitcode
             now = time.monotonic()
             if (watch.reported or watch.deaths) and watch.settle_deadline is None \

@@ -29,11 +29,32 @@ class LightningMagics(Magics):
     @cell_magic
     @flag_parser.declare
     def lightning_train(self, line: str, cell: str) -> Any:
-        """Train the LightningModule this cell makes, in forked processes (ddp_notebook).
+        """Run a Lightning training cell as written, its training in forked processes.
 
-        The cell runs first, in the notebook's namespace; then its LightningModule is trained
-        with the data it made, and the trained weights are back in that same model object.
-        The result is a TrainingRun: the cell's value, also bound to ``lightning_run``.
+        The cell runs in the notebook's namespace. A Trainer it makes keeps every argument it
+        was given; its hardware comes from these flags (else the Trainer's own arguments, else
+        auto), and its fit, validate, test and predict run in forked ranks and return what
+        Lightning returns. A cell that calls no Trainer method trains the LightningModule and
+        data it made. The trained weights are back in the cell's model; after a fit the cell's
+        value is a TrainingRun, also bound to ``lightning_run`` (``--out``).
+
+        Examples
+        --------
+        A tutorial-style cell, on two GPUs (or ``--accelerator cpu --devices 2``)::
+
+            %%lightning_train --devices 2 --precision bf16-mixed
+            model = LitClassifier()
+            dm = MNISTDataModule(batch_size=64)
+            trainer = pl.Trainer(max_epochs=3, callbacks=[EarlyStopping("val_loss")])
+            trainer.fit(model, datamodule=dm)
+            trainer.test(model, datamodule=dm, ckpt_path="best")
+
+        A cell that only makes a model and its data::
+
+            %%lightning_train --devices 2 --max-epochs 3 --monitor val_loss
+            model = LitClassifier()
+            train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
+            val_loader = DataLoader(val_set, batch_size=128)
         """
         from . import train
         from .train.guards import Refused

@@ -310,3 +310,6 @@ def test_help_via_question_mark(ip, capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--max-epochs N" in text
     assert "every GPU NVML sees" in text
+    # an example cell, as IPython's own magics have: a tutorial cell with a Trainer and test
+    assert "Examples" in text and "trainer.fit(model, datamodule=dm)" in text
+    assert 'trainer.test(model, datamodule=dm, ckpt_path="best")' in text

@@ -474,20 +474,20 @@ def test_resume_and_lightning_package_follow_the_model(shell):
         (
             "a = TinyModel()\nb = TinyModel()",
             {},
-            "binds 2 LightningModules (a, b); pass --model NAME",
+            "binds 2 LightningModules (a, b): say which to train with --model NAME",
         ),
-        ("loader = make_loader()", {}, "Found no LightningModule in the cell (it binds loader)"),
+        ("loader = make_loader()", {}, "The cell binds no LightningModule (it binds loader)"),
         (
             "class Needs(TinyModel):\n"
             "    def __init__(self, width):\n"
             "        super().__init__(width)",
             {},
-            "Needs takes arguments",
+            "Needs needs constructor arguments",
         ),
         (
             "model = TinyModel()",
             {},
-            "TinyModel defines no train_dataloader; bind one or pass --data NAME",
+            "There is no training data for TinyModel",
         ),
         (
             "model = TinyModel()\n"
@@ -636,3 +636,17 @@ def test_scale_out_notebook_executes(shell, tmp_path, kernel_env):
     # The exported script, run alone with python, trained on two processes of this machine.
     assert "Starting with 2 processes" in outputs and "`Trainer.fit` stopped" in outputs
     assert (tmp_path / "lightning_runs" / "scale-out" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("strategy, expected", [
+    (None, 'strategy="ddp"'),
+    ("ddp_notebook_find_unused_parameters_true", 'strategy="ddp_find_unused_parameters_true"'),
+    ("fsdp", 'strategy="fsdp"'),
+    ("deepspeed_stage_2", 'strategy="deepspeed_stage_2"'),
+    ("model_parallel", "strategy=ModelParallelStrategy()"),
+])
+def test_the_script_launches_the_strategy_the_flags_name(shell, strategy, expected):
+    run_cells(shell, IMPORTS, MODEL, DATA)
+    script = export(shell, strategy=strategy).script_path.read_text()
+    assert expected in script
+    compile(script, "train.py", "exec")

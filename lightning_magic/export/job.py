@@ -109,6 +109,7 @@ def export_cell(shell, cell: str, flags, accelerator: str, devices_per_node: int
         num_nodes=num_nodes,
         devices_per_node=devices_per_node,
         accelerator=accelerator,
+        strategy=script_strategy(flags.strategy),
     )
     fit = FitCall(
         lightning=lightning,
@@ -142,6 +143,17 @@ def export_cell(shell, cell: str, flags, accelerator: str, devices_per_node: int
         srun_command=f"srun python {shlex.quote(written)}",
         cells=tuple(c.label for c in cells) + (f"In[{target.number}]",),
     )
+
+
+def script_strategy(strategy: str | None) -> str:
+    """The strategy a script launch takes for ``--strategy``: the notebook's fork variants are
+    plain DDP there, and what only a script can launch (deepspeed, ddp_spawn) is kept."""
+    name = (strategy or "auto").strip().lower()
+    if name.endswith("_find_unused_parameters_true") and name.startswith(("ddp_notebook", "ddp_fork")):
+        return "ddp_find_unused_parameters_true"
+    if name in ("auto", "ddp_notebook", "ddp_fork", "single_device"):
+        return "ddp"
+    return name
 
 
 def _check_paths(path: str) -> tuple[Path, Path]:

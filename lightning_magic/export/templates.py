@@ -20,6 +20,7 @@ class JobLayout:
     num_nodes: int
     devices_per_node: int
     accelerator: str  # "cpu" | "gpu"
+    strategy: str = "ddp"  # a name Lightning's Trainer takes, or "model_parallel"
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ def script_text(
     lines += ["", f"from {lightning} import {', '.join(imports)}"]
     if fit.ckpt_dir is not None:
         lines.append(f"from {lightning}.callbacks import ModelCheckpoint")
+    if layout.strategy == "model_parallel":
+        lines.append(f"from {lightning}.strategies import ModelParallelStrategy")
     if layout.num_nodes > 1:
         lines.append(
             f"from {lightning}.plugins.environments import (\n"
@@ -166,7 +169,8 @@ def _main_body(layout: JobLayout, fit: FitCall) -> list[str]:
         ("accelerator", _literal(layout.accelerator)),
         ("devices", _literal(layout.devices_per_node)),
         ("num_nodes", num_nodes),
-        ("strategy", _literal("ddp")),
+        ("strategy", "ModelParallelStrategy()" if layout.strategy == "model_parallel"
+         else _literal(layout.strategy)),
     ]
     owned = {name for name, _ in arguments} | {"callbacks"}
     arguments += [(k, _literal(v)) for k, v in fit.trainer_kwargs.items() if k not in owned]

@@ -149,7 +149,8 @@ def script_strategy(strategy: str | None) -> str:
     """The strategy a script launch takes for ``--strategy``: the notebook's fork variants are
     plain DDP there, and what only a script can launch (deepspeed, ddp_spawn) is kept."""
     name = (strategy or "auto").strip().lower()
-    if name.endswith("_find_unused_parameters_true") and name.startswith(("ddp_notebook", "ddp_fork")):
+    if name.endswith("_find_unused_parameters_true") and \
+            name.startswith(("ddp_notebook", "ddp_fork")):
         return "ddp_find_unused_parameters_true"
     if name in ("auto", "ddp_notebook", "ddp_fork", "single_device"):
         return "ddp"

@@ -200,7 +200,7 @@ def test_val_loader_picked_by_name(shell):
     ("", "a = DataLoader(dataset)\nb = DataLoader(dataset)\nmodel = Regressor()",
      ["2 DataLoaders (a, b)", "--data NAME"]),
     ("", "m1 = Regressor()\nm2 = Regressor()", ["2 LightningModules (m1, m2)", "--model NAME"]),
-    ("", "x = 1", ["made no LightningModule", "--model NAME"]),
+    ("", "x = 1", ["binds no LightningModule", "--model NAME"]),
     ("", "class NeedsArgs(Regressor):\n    def __init__(self, width):\n        super().__init__()",
      ["NeedsArgs needs constructor arguments"]),
     ("--model nothing", "x = 1", ["--model nothing", "no variable 'nothing'"]),

@@ -1,11 +1,10 @@
 """Which object a cell trains and which it trains on, read from the cell's code.
 
 The cell is not run: its code is read with ``ast``, and the classes it names are looked up in
-the kernel's namespace (the cells that define them already ran). The rules are those of
-``%%lightning_train``: the LightningModule the cell binds (or the subclass it defines, if that
-takes no arguments); a LightningDataModule, else DataLoaders (with two, the one whose name
-contains "val" validates), else the module's own ``train_dataloader``. ``--model``, ``--data``
-and ``--val-data`` name them outright. Lightning itself is never imported here.
+the kernel's namespace (the cells that define them already ran). What each name holds is told
+to ``lightning_magic.choosing``, whose rules and messages are those of ``%%lightning_train``
+itself. Lightning itself is never imported here; ``lightning.pytorch`` and ``pytorch_lightning``
+classes are told apart by the module they come from.
 """
 
 from __future__ import annotations
@@ -15,6 +14,9 @@ import inspect
 from dataclasses import dataclass
 
 from IPython.core.error import UsageError
+
+from ..cell_names import bound_names
+from ..choosing import Held, choose_data, choose_model, no_training_data
 
 LIGHTNING_PACKAGES = ("lightning.pytorch", "pytorch_lightning")
 
@@ -76,6 +78,25 @@ def _live_takes_no_arguments(cls) -> bool:
     return True
 
 
+def _is_compile(function) -> bool:
+    """``torch.compile`` (the kernel's own object; torch is not imported here)."""
+    return callable(function) and getattr(function, "__name__", "") == "compile" and (
+        getattr(function, "__module__", "") or ""
+    ).startswith("torch")
+
+
+def _held(cls: _Class | None, same_as: str | None = None) -> Held:
+    """What an instance of ``cls`` is, in ``choosing``'s terms (``None``: not known)."""
+    if cls is None:
+        return Held(None)
+    return Held(cls.kind or "other", cls.name, same_as=same_as)
+
+
+def _held_class(cls: _Class) -> Held:
+    kind = "module class" if cls.kind == "module" else "other"
+    return Held(kind, "class", cls.takes_no_arguments, defined_by_cell=True)
+
+
 class Roles:
     """The LightningModules, LightningDataModules and DataLoaders a cell binds, by name."""
 
@@ -83,6 +104,8 @@ class Roles:
         self.namespace = namespace
         self.classes: dict[str, _Class] = {}  # classes the cell defines
         self.bindings: dict[str, _Class | None] = {}  # name -> class of the instance, in order
+        self.held: dict[str, Held] = {}  # every name above, in the order the cell binds them
+        self.binds = bound_names(code)
         # Functions the script defines, to see what a factory such as make_loader() returns.
         self.functions = {
             statement.name: statement
@@ -93,6 +116,7 @@ class Roles:
         for statement in ast.parse(code).body:
             if isinstance(statement, ast.ClassDef):
                 self.classes[statement.name] = self._class_of_definition(statement)
+                self._bind(statement.name, _held_class(self.classes[statement.name]))
             elif isinstance(statement, (ast.Assign, ast.AnnAssign)) and statement.value is not None:
                 targets = (
                     statement.targets if isinstance(statement, ast.Assign) else [statement.target]
@@ -105,6 +129,32 @@ class Roles:
                             cls = _instance_class(namespace.get(target.id)) or cls
                         self.bindings.pop(target.id, None)
                         self.bindings[target.id] = cls
+                        same = self._same_model(statement.value, target.id)
+                        self._bind(target.id, _held(cls, same))
+
+    def _bind(self, name: str, held: Held) -> None:
+        self.held.pop(name, None)
+        self.held[name] = held
+
+    def _same_model(self, value: ast.expr, name: str) -> str | None:
+        """The name whose module ``value`` is too: ``m2 = m1``, ``compiled = torch.compile(m1)``."""
+        if isinstance(value, ast.Call) and _is_compile(self._live(value.func)) and value.args:
+            value = value.args[0]
+        if isinstance(value, ast.Name) and value.id != name and value.id in self.held:
+            return value.id
+        return None
+
+    def _lookup(self, name: str) -> Held | None:
+        """A name the cell does not bind as ``self.held`` tells, as the kernel holds it."""
+        if name not in self.namespace:
+            return Held(None) if name in self.binds else None
+        value = self.namespace[name]
+        if inspect.isclass(value):
+            cls = _live_class(value)
+            if cls.kind == "module":
+                return Held("module class", "class", cls.takes_no_arguments)
+            return Held("other", "class")
+        return _held(_instance_class(value))
 
     def _class(self, expression: ast.expr) -> _Class | None:
         if isinstance(expression, ast.Name) and expression.id in self.classes:
@@ -143,6 +193,8 @@ class Roles:
             function = self.functions.get(value.func.id)
             if function is not None and value.func.id not in self.classes:
                 return self._class_returned(function, depth + 1)
+        if isinstance(value, ast.Call) and _is_compile(self._live(value.func)) and value.args:
+            return self._class_of_value(value.args[0], local, depth + 1)
         if isinstance(value, ast.Call):
             return self._class(value.func)
         if local and isinstance(value, ast.Name) and value.id in local:
@@ -151,6 +203,11 @@ class Roles:
             return self.bindings[value.id]
         if isinstance(value, ast.Name):
             return _instance_class(self.namespace.get(value.id))
+        if isinstance(value, ast.Constant):
+            return _live_class(type(value.value))
+        if isinstance(value, (ast.List, ast.Tuple, ast.Dict, ast.Set)):
+            return _live_class({ast.List: list, ast.Tuple: tuple, ast.Dict: dict,
+                                ast.Set: set}[type(value)])
         return None
 
     def _class_returned(self, function: ast.FunctionDef, depth: int) -> _Class | None:
@@ -172,52 +229,18 @@ class Roles:
         kinds = {c.kind for c in classes if c is not None}
         return next((c for c in classes if c is not None), None) if len(kinds) == 1 else None
 
-    def _kind(self, name: str) -> str | None:
-        cls = self.bindings.get(name)
-        return cls.kind if cls else None
-
-    def _named(self, kind: str) -> list[str]:
-        return [name for name in self.bindings if self._kind(name) == kind]
-
-    def _bound(self) -> str:
-        return f" (it binds {', '.join(self.bindings)})" if self.bindings else ""
+    def _class_of_name(self, name: str) -> _Class | None:
+        if name in self.classes:
+            return self.classes[name]
+        if name in self.bindings:
+            return self.bindings[name]
+        value = self.namespace.get(name)
+        return _live_class(value) if inspect.isclass(value) else _instance_class(value)
 
     def model(self, model_name: str | None) -> tuple[_Class | None, str, bool]:
         """``(its class, the name, whether the name is a class to instantiate)``."""
-        if model_name:
-            if model_name in self.bindings:
-                return self.bindings[model_name], model_name, False
-            cls = self._class(ast.Name(model_name))
-            if cls is not None and cls.kind == "module":
-                return cls, model_name, True
-            return _instance_class(self.namespace.get(model_name)), model_name, False
-        instances = self._named("module")
-        if len(instances) == 1:
-            return self.bindings[instances[0]], instances[0], False
-        if len(instances) > 1:
-            raise UsageError(
-                f"The cell binds {len(instances)} LightningModules ({', '.join(instances)}); "
-                f"pass --model NAME to say which one to train, e.g. --model {instances[0]}"
-            )
-        classes = [name for name, c in self.classes.items() if c.kind == "module"]
-        buildable = [name for name in classes if self.classes[name].takes_no_arguments]
-        if len(buildable) == 1:
-            return self.classes[buildable[0]], buildable[0], True
-        if len(buildable) > 1:
-            raise UsageError(
-                f"The cell defines {len(buildable)} LightningModule classes "
-                f"({', '.join(buildable)}) "
-                f"and binds no instance; pass --model NAME to say which one to train"
-            )
-        if classes:
-            raise UsageError(
-                f"{classes[0]} takes arguments, so it cannot be built on its own; bind an instance "
-                f"in the cell (model = {classes[0]}(...)) or pass --model NAME"
-            )
-        raise UsageError(
-            f"Found no LightningModule in the cell{self._bound()}: bind one (model = MyModel()), "
-            "define a LightningModule subclass that takes no arguments, or pass --model NAME"
-        )
+        chosen = choose_model(self.held, model_name, self._lookup, self.namespace)
+        return self._class_of_name(chosen.name), chosen.name, chosen.instantiate
 
     def data(
         self,
@@ -227,45 +250,13 @@ class Roles:
         val_data_name: str | None,
     ) -> tuple[str | None, str | None, str | None]:
         """``(datamodule, train dataloaders, val dataloaders)`` names for ``trainer.fit``."""
-        if data_name:
-            if data_name in self.bindings:
-                kind = self._kind(data_name)
-            else:
-                kind = (_instance_class(self.namespace.get(data_name)) or _Class()).kind
-            if kind == "datamodule":
-                return data_name, None, val_data_name
-            return None, data_name, val_data_name
-        datamodules = self._named("datamodule")
-        if len(datamodules) > 1:
-            raise UsageError(
-                f"The cell binds {len(datamodules)} LightningDataModules "
-                f"({', '.join(datamodules)}); "
-                f"pass --data NAME to say which one to train on"
-            )
-        if datamodules:
-            return datamodules[0], None, val_data_name
-        loaders = self._named("dataloader")
-        if len(loaders) == 1:
-            return None, loaders[0], val_data_name
-        if len(loaders) > 1:
-            validation = [name for name in loaders if "val" in name.lower()]
-            training = [name for name in loaders if "val" not in name.lower()]
-            if len(loaders) == 2 and len(validation) == 1:
-                return None, training[0], val_data_name or validation[0]
-            raise UsageError(
-                f"The cell binds {len(loaders)} DataLoaders ({', '.join(loaders)}) and which one "
-                "is for training is unclear; pass --data NAME (and --val-data NAME). With two, "
-                "the one whose name contains 'val' is taken for validation."
-            )
+        chosen = choose_data(self.held, data_name, val_data_name, self._lookup, self.namespace)
         if (
-            model_class is not None
+            chosen.datamodule is None
+            and chosen.train is None
+            and model_class is not None
             and model_class.kind == "module"
             and not model_class.train_dataloader
         ):
-            raise UsageError(
-                f"Found no training data in the cell{self._bound()}: it binds no "
-                f"LightningDataModule or DataLoader and {model_class.name} defines no "
-                "train_dataloader; "
-                "bind one or pass --data NAME"
-            )
-        return None, None, val_data_name
+            raise UsageError(no_training_data(model_class.name))
+        return chosen.datamodule, chosen.train, chosen.val

@@ -17,7 +17,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .names import ALWAYS_DEFINED, ModuleNames
+from ..cell_names import ALWAYS_DEFINED, ModuleNames, statement_binds
 
 # Cell magics whose body runs as ordinary code in the user's namespace.
 _CODE_CELL_MAGICS = {"time", "capture", "lightning_train"}
@@ -177,7 +177,7 @@ def _clean(shell, source: str) -> tuple[str, set[str], list[str]]:
             ):
                 kept = ast.unparse(_without_ipython_calls(statement))
             if kept is None:
-                escape_bound |= _assigned_names(statement)
+                escape_bound |= statement_binds(statement)
             replacements.append((*span, kept))
     return _apply(lines, tree, replacements), escape_bound, futures
 
@@ -279,14 +279,6 @@ class _WithoutIPythonCalls(ast.NodeTransformer):
 def _without_ipython_calls(statement: ast.stmt) -> ast.stmt:
     """A compound statement with the magics and shell escapes inside it left out."""
     return ast.fix_missing_locations(_WithoutIPythonCalls().visit(statement))
-
-
-def _assigned_names(statement: ast.stmt) -> set[str]:
-    return {
-        n.id
-        for n in ast.walk(statement)
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-    }
 
 
 def _is_display_only(statement: ast.stmt, is_last: bool, namespace: dict, tree: ast.Module) -> bool:

@@ -1,9 +1,12 @@
-"""What a cell's code reads from the notebook's namespace, and what it binds there.
+"""What a cell's code reads from the notebook's namespace, and what it binds there: the one
+definition for training (which names the cell bound) and for ``--export`` (which earlier cells a
+cell needs).
 
 Walks a cell's statements in the order they run, so that ``df = df.dropna()`` reads an earlier
 ``df`` and ``x = 1; print(x)`` does not, and treats function bodies as running later: a name
 they read may be bound anywhere in the cell. Comprehension variables, parameters and function
-locals are not the module's. Pure ``ast`` work: no IPython, no kernel.
+locals are not the module's; a name a function declares ``global`` and assigns is. Pure ``ast``
+work: no IPython, no kernel.
 """
 
 from __future__ import annotations
@@ -219,3 +222,23 @@ class ModuleNames:
         self.bound |= stores
         self.deferred |= deferred
         self.global_stores |= global_stores
+
+
+def bound_names(code: str) -> frozenset[str]:
+    """The names ``code`` binds in the namespace it runs in (assignments, imports, ``def`` and
+    ``class``, loop, ``with`` and ``except`` targets, ``:=``, and what its functions declare
+    ``global``). Code that does not parse binds nothing that can be told."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return frozenset()
+    names = ModuleNames()
+    names.block(tree.body)
+    return frozenset(names.bound | names.global_stores)
+
+
+def statement_binds(statement: ast.stmt) -> frozenset[str]:
+    """The names one top-level statement binds (as ``bound_names`` counts them)."""
+    names = ModuleNames()
+    names.statement(statement)
+    return frozenset(names.bound | names.global_stores)

@@ -3,11 +3,14 @@ and to the published run state, and adds per-rank GPU readings on GPU runs."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Callable, Optional, Sequence
 
 Handler = Callable[[dict], None]
+
+_log = logging.getLogger(__name__)
 
 
 STOP = {"kind": "_stop"}
@@ -38,7 +41,8 @@ class EventPump:
             try:
                 self.writer.send(STOP)  # wakes the thread at once, behind the ranks' events
             except (OSError, ValueError):
-                pass
+                _log.debug("the progress pipe is closed; the thread ends at its next poll",
+                           exc_info=True)
         if self._thread is not None:
             self._thread.join(timeout=5)
             if self._thread.is_alive():
@@ -55,6 +59,7 @@ class EventPump:
                         return
                     self._handle(event)
             except Exception:  # noqa: BLE001 - a rank killed mid-message ends the view, not the run
+                _log.debug("the progress pipe broke; the live view stops here", exc_info=True)
                 return
             if self.gpu_indices and time.monotonic() >= next_gpu:
                 next_gpu = time.monotonic() + self.gpu_interval
@@ -69,14 +74,16 @@ class EventPump:
                 if event != STOP:
                     self._handle(event)
         except Exception:  # noqa: BLE001 - as above
-            pass
+            _log.debug("the progress pipe broke while draining it", exc_info=True)
 
     def _handle(self, event: dict) -> None:
         for handler in self.handlers:
             try:
                 handler(event)
             except Exception:  # noqa: BLE001 - a display problem must not stop training
-                pass
+                _log.debug("progress handler %r failed on a %r event", handler,
+                           event.get("kind") if isinstance(event, dict) else event,
+                           exc_info=True)
 
 
 def gpu_event(indices: Sequence[int]) -> Optional[dict]:
@@ -86,6 +93,7 @@ def gpu_event(indices: Sequence[int]) -> Optional[dict]:
 
         sample = readings.get_sampler().latest()
     except Exception:  # noqa: BLE001 - readings are a nicety of the view
+        _log.debug("GPU readings unavailable for the live view", exc_info=True)
         return None
     by_index = {g.get("index"): g for g in sample.get("gpus", [])}
     ranks = []

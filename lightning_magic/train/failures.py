@@ -42,7 +42,7 @@ def failure_context(launch: Any) -> dict[str, Any]:
         shm = shutil.disk_usage("/dev/shm")
         context["shm"] = {"total": shm.total, "free": shm.free}
     except OSError:
-        pass
+        _log.debug("/dev/shm unreadable for the failure report", exc_info=True)
     if resolved.accelerator == "gpu":
         try:
             from .. import readings

@@ -5,6 +5,7 @@ presses are real SIGINTs sent to the shell's process from a rank, as the stop bu
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import pytest
@@ -26,10 +27,11 @@ class Presses(pl.LightningModule):
         super().__init__()
         self.layer = torch.nn.Linear(64, 64)
         self.when = when
+        self.presses = 20
 
     def press(self):
         if self.global_rank == 0:
-            for _ in range(20):
+            for _ in range(self.presses):
                 os.kill(os.getppid(), signal.SIGINT)
 
     def training_step(self, batch, batch_idx):
@@ -77,3 +79,41 @@ def test_a_storm_of_stop_presses_ends_the_cell_cleanly(ip, tmp_path, monkeypatch
     assert ours == [], "temporary files were left behind"
     assert not live_children()
     assert ip.run_cell("still_works = 1 + 1").success
+
+
+def test_a_stop_checkpoint_that_cannot_be_written_is_reported_as_not_saved(ip):
+    """The ranks may write no file over 64 KiB (RLIMIT_FSIZE, refused as a full disk would):
+    the state at the stop is not saved, and the report says so instead of offering it."""
+    assert ip.run_cell(MODULE.replace("torch.nn.Linear(64, 64)", "torch.nn.Linear(64, 160)")
+                       + CRAMPED).success
+    # inherited by the ranks: a write past the limit fails instead of killing the rank
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        with capture_output():
+            result = ip.run_cell("%%lightning_train --accelerator cpu --devices 2 --max-epochs 2 "
+                                 "--logger none --ckpt-dir ckpts\n"
+                                 "model = Cramped('training')\ntrain_loader = loader")
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
+    run = ip.user_ns["lightning_run"]
+    assert run.status == "interrupted", (result.error_in_exec, run.traceback)
+    text = run.report.text()
+    assert "could not be saved" in text, text
+    assert "--resume last" not in text
+    assert not any(n.startswith("last.ckpt") for n in os.listdir("ckpts")), os.listdir("ckpts")
+
+
+CRAMPED = """
+import resource
+
+class Cramped(Presses):
+    def __init__(self, when):
+        super().__init__(when)
+        self.presses = 1
+
+    def configure_optimizers(self):  # Adam's moments: the weights fit, a checkpoint does not
+        return torch.optim.Adam(self.parameters())
+
+    def on_train_start(self):  # in the ranks only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+"""

@@ -409,10 +409,21 @@ def test_interrupted_points_at_resume():
 
 
 def test_interrupted_without_a_checkpoint_path_does_not_claim_one():
+    # the run's folder alone proves nothing was saved there: no checkpoint, no --resume last
     report = check(explain(Failure("interrupt", world_size=2, context={"ckpt_dir": "/runs/ckpt"})), "interrupted",
                    rank=None)
-    assert "Checkpoints are in /runs/ckpt." in report.what_happened and "saved to" not in report.what_happened
-    assert "`--resume last`" in steps(report)
+    assert "Checkpoints are in" not in report.what_happened and "saved to" not in report.what_happened
+    assert "`--resume last`" not in steps(report) and "start over" in steps(report)
+
+
+def test_interrupted_with_only_an_earlier_checkpoint_says_it_is_from_before_the_stop():
+    context = {"ckpt_dir": "/runs/ckpt", "ckpt_earlier": "/runs/ckpt/last.ckpt",
+               "ckpt_error": "RuntimeError: file write failed (No space left on device)"}
+    report = check(explain(Failure("interrupt", world_size=2, context=context)), "interrupted", rank=None)
+    assert "could not be saved (RuntimeError: file write failed (No space left on device))" \
+        in report.what_happened
+    assert "/runs/ckpt/last.ckpt, is from before the stop" in report.what_happened
+    assert "saved to" not in report.what_happened and "`--resume last`" in steps(report)
 
 
 def test_real_keyboard_interrupt_is_an_interrupt():

@@ -191,13 +191,19 @@ def interrupted(c: Clues) -> Report | None:
     if c.failure.kind != "interrupt":
         return None
     what = "Training was stopped, as asked; every rank was stopped with it."
-    checkpoint, ckpt_dir = c.value("ckpt_path"), c.value("ckpt_dir")
+    checkpoint, earlier = c.value("ckpt_path"), c.value("ckpt_earlier")
+    error = c.value("ckpt_error")
+    if error:
+        what += f" The state at that moment could not be saved ({error}); nothing was written."
     if checkpoint:
         what += f" The state at that moment was saved to {checkpoint}."
         steps = [f"Continue from there: run the cell again with `{RESUME_FLAG} last`."]
-    elif ckpt_dir:
-        what += f" Checkpoints are in {ckpt_dir}."
-        steps = [f"Continue from the last checkpoint in {ckpt_dir}: run the cell again with `{RESUME_FLAG} last`."]
+    elif earlier:
+        what += f" The last checkpoint, {earlier}, is from before the stop."
+        steps = [f"Continue from it: run the cell again with `{RESUME_FLAG} last`."]
+    elif error or c.value("ckpt_dir"):
+        steps = ["Run the cell again to start over: no checkpoint of this run exists to continue "
+                 "from." + (" Free some space first." if "space" in str(error).lower() else "")]
     else:
         steps = [f"Run the cell again with `{RESUME_FLAG} last` to continue from the last checkpoint, or without "
                  "it to start over."]

@@ -93,6 +93,8 @@ class RunSupervisor(Callback):
         self.stop_checkpoint = stop_checkpoint
         self.check = check
         self.check_results: dict[str, Any] = {}
+        self.stop_saved: Optional[str] = None   # the stop checkpoint, once written
+        self.stop_error: Optional[str] = None   # why it could not be written
         self._batches = 0
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
@@ -123,8 +125,14 @@ class RunSupervisor(Callback):
         return self.link.control
 
     def _save_stop_checkpoint(self, trainer: Any) -> None:
-        if self.stop_checkpoint is not None and trainer.training:
+        """The state at the stop, or why it could not be saved (the run says which)."""
+        if self.stop_checkpoint is None or not trainer.training:
+            return
+        try:
             save_atomically(trainer, self.stop_checkpoint)
+            self.stop_saved = self.stop_checkpoint
+        except Exception as error:  # noqa: BLE001 - a full disk, a file too large (torch.save
+            self.stop_error = _short(error)  # says RuntimeError): said, never hidden
 
     def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
@@ -298,6 +306,16 @@ def _replace_folder(partial: str, path: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
     elif os.path.lexists(old):
         os.remove(old)
+
+
+def _short(error: BaseException) -> str:
+    """The error in one line: torch's write errors carry a long C++ trace."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = error.__cause__ or error.__context__
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"[:200]
+    if isinstance(cause, OSError):
+        text += f" ({cause.strerror or cause})"
+    return text
 
 
 def torch_threads() -> int:

@@ -10,7 +10,7 @@ from typing import Any, Optional
 _log = logging.getLogger(__name__)
 
 
-def failure_context(launch: Any) -> dict[str, Any]:
+def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
     """The user's settings and the machine's state at the time of the failure (``launch`` is the
     ``session.Launch`` that failed)."""
     session, resolved, model = launch.session, launch.session.resolved, launch.model
@@ -27,9 +27,10 @@ def failure_context(launch: Any) -> dict[str, Any]:
         "module_methods": [n for n, v in vars(type(model)).items() if callable(v)],
         "out": session.flags.out,
     }
-    stop_checkpoint = session.last_checkpoint()
-    if stop_checkpoint and os.path.isfile(stop_checkpoint):
-        context["ckpt_path"] = stop_checkpoint
+    saved = launch.stop_checkpoint(outcome) if outcome is not None else {}
+    for key, name in (("saved", "ckpt_path"), ("earlier", "ckpt_earlier"), ("error", "ckpt_error")):
+        if saved.get(key):
+            context[name] = saved[key]
     try:
         import psutil
 
@@ -60,7 +61,7 @@ def failure_context(launch: Any) -> dict[str, Any]:
 def failure_of(outcome: Any, launch: Any, context: Optional[dict[str, Any]] = None) -> Any:
     from ..suggestions import Failure
 
-    context = failure_context(launch) if context is None else context
+    context = failure_context(launch, outcome) if context is None else context
     world = launch.world_size
     if outcome.status == "interrupted":
         return Failure(kind="interrupt", world_size=world, context=context)

@@ -79,6 +79,7 @@ class Launch:
                               gpu_indices=resolved.nvml_indices if resolved.accelerator == "gpu"
                               else ())
         self.started = time.perf_counter()
+        self.started_at = time.time()
         self.view.start()
         self.pump.start()
 
@@ -93,6 +94,17 @@ class Launch:
         if self.resume:
             lines.append(f"Resuming from {self.resume}")
         return lines
+
+    def stop_checkpoint(self, outcome: Any) -> dict[str, Optional[str]]:
+        """What an interrupted launch saved: ``saved`` (the state at the stop), ``error`` (why it
+        could not be), ``earlier`` (an older last.ckpt, not the state at the stop)."""
+        reported = dict((outcome.extra or {}).get("stop_checkpoint") or {})
+        last = self.session.last_checkpoint()
+        found = {"saved": None, "error": reported.get("error"), "earlier": None}
+        if last and os.path.exists(last):
+            fresh = os.path.getmtime(last) >= self.started_at
+            found["saved" if fresh and not found["error"] else "earlier"] = last
+        return found
 
     def rank_env(self) -> dict[str, str]:
         return {"LIGHTNING_MAGIC_RUN_ID": self.run_id,

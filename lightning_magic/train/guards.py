@@ -73,11 +73,10 @@ def _close_names(cls: type, wanted: list[str]) -> str:
 
 
 def _check_training_data(model: Any, train: Any, datamodule: Any) -> None:
+    from ..choosing import no_training_data
+
     if train is None and datamodule is None and not _overridden("train_dataloader", model):
-        raise UsageError(
-            f"There is no training data for {type(model).__name__}: the cell made no "
-            "LightningDataModule or DataLoader, and the module has no train_dataloader(). Create "
-            "one in the cell (train_loader = DataLoader(...)) or name it with --data NAME.")
+        raise UsageError(no_training_data(type(model).__name__))
 
 
 class Refused(UsageError):

@@ -7,7 +7,8 @@ the kernel, the server and ``%gpu_status`` share these modules without paying fo
 
 - ``sampler``: one reading now (``snapshot``) and the process's background sampler.
 - ``nvml``: the NVML session and per-GPU fields; ``processes``: who a GPU process is.
-- ``host``: CPU, memory, disk; ``environment``: the checkpoint root.
+- ``host``: CPU, memory, disk; ``environment``: where this process runs, the checkpoint root,
+  CPUs, and the GPUs CUDA lets it use.
 - ``runs``: the published run files (written by the kernel, read by the server).
 """
 

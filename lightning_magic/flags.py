@@ -215,6 +215,7 @@ def parse(line: str, magic_func: Callable) -> TrainFlags:
     """Parse and validate the flags of a ``%%lightning_train`` line (quotes as in a shell)."""
     try:
         parser = magic_func.parser
+        parser.allow_abbrev = False  # --max-epoch is a typo to name, not --max-epochs
         try:
             args, extras = parser.parse_known_args(check.split_line(line))
         except UsageError as exc:

@@ -287,3 +287,22 @@ def test_a_cell_without_fit_shows_its_last_value(shell):
     result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer()\n"
                            "trainer.test(model, DataLoader(data, batch_size=32))")
     assert isinstance(result.result, list) and "test_loss" in result.result[0]
+
+
+def test_a_trainer_without_checkpointing_gets_no_checkpoint_and_keeps_its_logged_metrics(shell):
+    result, captured = run(shell, f"""{CPU2}
+model = Reg()
+trainer = pl.Trainer(max_epochs=1, enable_checkpointing=False, log_every_n_steps=1)
+trainer.fit(model, DataLoader(data, batch_size=16))
+""")
+    run_ = result.result
+    assert not os.path.exists(os.path.join(run_.ckpt_dir, "last.ckpt"))
+    assert not [name for name in os.listdir(run_.ckpt_dir) if name.endswith(".ckpt")]
+    assert "enable_checkpointing=False" in captured.stdout
+    assert "train_loss" in shell.user_ns["trainer"].logged_metrics
+
+
+def test_an_abbreviated_flag_is_a_typo_to_name(shell):
+    with pytest.raises(UsageError, match="did you mean --max-epochs"):
+        shell.run_cell_magic("lightning_train", "--max-epoch 1", "ran = 1")
+    assert "ran" not in shell.user_ns

@@ -153,7 +153,12 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
 
     given = user.get("callbacks") or []
     own = list(given) if isinstance(given, (list, tuple)) else [given]
-    flags, last = session.flags, session.last_checkpoint()
+    flags = session.flags
+    if user.get("enable_checkpointing") is False:  # the cell asked for no checkpoint at all
+        session.keep_last = False
+        notes.append("Trainer(enable_checkpointing=False): no checkpoint is written, so "
+                     "--resume last and the stop button's checkpoint have none to use.")
+    last = session.last_checkpoint()
     monitor, mode = getattr(flags, "monitor", None), getattr(flags, "mode", None) or "min"
     magic = [callbacks.HistoryRecorder(), callbacks.EventReporter(session),
              callbacks.RunSupervisor(session, last, check=flags.check)]

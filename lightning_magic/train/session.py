@@ -41,8 +41,12 @@ class Session:
     kernel_warnings: list[str] = field(default_factory=list)  # from building the Trainer
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
+    keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
+
     def last_checkpoint(self) -> Optional[str]:
-        return None if self.flags.check else os.path.join(self.ckpt_dir, "last.ckpt")
+        if self.flags.check or not self.keep_last:
+            return None
+        return os.path.join(self.ckpt_dir, "last.ckpt")
 
 
 class Launch:

@@ -32,8 +32,11 @@ def collect(trainer: Any) -> dict[str, Any]:
         if not isinstance(callback, MAGIC_CALLBACKS):
             states[callback.state_key] = plain_attributes(callback)
     versions = [getattr(logger, "version", None) for logger in trainer.loggers]
+    connector = trainer._logger_connector
     extra = {"callback_states": states, "logger_versions": [
-        v if isinstance(v, (int, str)) else None for v in versions]}
+        v if isinstance(v, (int, str)) else None for v in versions],
+        "logged_metrics": _plain(dict(connector.logged_metrics), 0),
+        "progress_bar_metrics": _plain(dict(connector.progress_bar_metrics), 0)}
     if trainer.state.fn.value == "fit":
         extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
     from .sharded import gather_extra
@@ -57,6 +60,11 @@ def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> 
     trainer.state = output.trainer_state
     trainer.callback_metrics.clear()  # as in one process: this call's metrics, not the last's
     launcher.update_main_process_results(trainer, extra)  # Lightning's: callback_metrics
+    connector = trainer._logger_connector
+    for name in ("logged_metrics", "progress_bar_metrics"):
+        if name in extra:
+            getattr(connector, f"_{name}").clear()
+            getattr(connector, f"_{name}").update(extra[name])
     states = extra.get("callback_states", {})
     for callback in trainer.callbacks:
         state = states.get(callback.state_key)

@@ -252,3 +252,16 @@ def test_max_time_ends_training_with_a_checkpoint(shell):
     run = result.result
     assert run.status == "finished" and run.epochs < 100000
     assert os.path.isfile(run.last_model_path)
+
+
+def test_resume_from_a_damaged_last_checkpoint_names_it_and_offers_the_best_one(shell, tmp_path):
+    ckpt = tmp_path / "ckpts"
+    cell = "model = Regressor()\ntrain_loader = DataLoader(dataset, batch_size=16)"
+    train(shell, f"{CPU2} --ckpt-dir {ckpt}", cell)
+    (ckpt / "last.ckpt").write_bytes((ckpt / "last.ckpt").read_bytes()[:1000])  # cut short
+    with capture_output():
+        result = shell.run_cell(f"%%lightning_train {CPU2} --ckpt-dir {ckpt} --resume last\n{cell}")
+    error = result.error_in_exec
+    assert isinstance(error, UsageError) and "is damaged" in str(error)
+    assert str(ckpt / "last.ckpt") in str(error) and "epoch=1-step=8.ckpt" in str(error)
+    assert not live_children()

@@ -86,8 +86,24 @@ def check_whole(path: str, given: str) -> None:
     if size <= 0 or not zipfile.is_zipfile(path):
         state = "is empty" if size == 0 else "does not exist" if size < 0 else \
             "is damaged (not a complete torch.save archive; a save was cut short?)"
-        raise UsageError(f"--resume {given}: the checkpoint {path} {state}. Give --resume PATH "
-                         "of another checkpoint of the run (its folder keeps the best ones).")
+        other = _whole_neighbour(path)
+        offer = f"Continue from the newest whole one with --resume {other}" if other else \
+            "Give --resume PATH of another checkpoint of the run"
+        raise UsageError(f"--resume {given}: the checkpoint {path} {state}. {offer}, or train "
+                         "without --resume.")
+
+
+def _whole_neighbour(path: str) -> Optional[str]:
+    """The newest other whole .ckpt file beside ``path`` (the run's best ones), if any."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        names = [n for n in os.listdir(folder) if n.endswith(".ckpt")]
+    except OSError:
+        return None
+    candidates = [os.path.join(folder, n) for n in names]
+    whole = [c for c in candidates if os.path.abspath(c) != os.path.abspath(path)
+             and os.path.isfile(c) and not os.path.islink(c) and zipfile.is_zipfile(c)]
+    return max(whole, key=os.path.getmtime) if whole else None
 
 
 def _runs(root: str) -> list[tuple[float, str, Optional[str]]]:

@@ -71,7 +71,7 @@ class Launch:
         self.notes = self._notes()
         for note in self.notes:
             print(note)
-        self.view = LiveView(f"{type(model).__name__} · {resolved.describe()}",
+        self.view = LiveView(type(model).__name__,  # the configuration is in the notes above
                              mode="none" if flags.check or stage != "fit" else flags.progress,
                              world_size=world_size)
         self.published = self._publish()

@@ -170,6 +170,17 @@ def test_cuda_oom_without_readings_or_batch_size_still_advises():
     assert "--precision" not in steps(report)  # already mixed precision
 
 
+def test_cuda_oom_of_a_sharded_run_names_the_share_of_each_rank_and_sharding_options():
+    def forward():
+        raise torch.cuda.OutOfMemoryError(OOM_MESSAGE)
+
+    context = {"strategy": "model_parallel", "model_bytes": 16 * 2**30, "precision": "bf16-mixed"}
+    report = check(explain(raised_here(forward, context=context)), "cuda_oom")
+    assert "Each rank held about 8.00 GiB of the 16.00 GiB model (2 ranks)" in report.what_happened
+    assert "--precision bf16-true" in steps(report) and "cpu_offload=True" in steps(report)
+    assert "activation_checkpointing_policy" in steps(report)
+
+
 BAD_FORK_MESSAGE = (
     "Cannot re-initialize CUDA in forked subprocess. To use CUDA with multiprocessing, you must use the "
     "'spawn' start method"

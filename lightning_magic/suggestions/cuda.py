@@ -97,6 +97,19 @@ def cuda_oom(c: Clues) -> Report | None:
         return None
     what = c.raised()
     steps = []
+    sharded = c.value("strategy") in ("fsdp", "model_parallel")
+    total = c.number("model_bytes")
+    if sharded and total:
+        world = c.world_size
+        what += (f"\nEach rank held about {_size(total / world)} of the {_size(total)} model "
+                 f"({world} ranks), before activations and optimizer state.")
+    if sharded:
+        steps.append("Shard over more ranks (`--devices N`), or train the weights in half "
+                     f"precision: `{PRECISION_FLAG} bf16-true`.")
+        steps.append("Offload to the CPU: `FSDPStrategy(cpu_offload=True)`, or "
+                     "`fully_shard(..., offload_policy=CPUOffloadPolicy())` in `configure_model`; "
+                     "checkpoint activations: `FSDPStrategy(activation_checkpointing_policy={Block})` "
+                     "or `torch.utils.checkpoint` in `configure_model`.")
     batch, accumulate = c.number("batch_size"), c.number("accumulate_grad_batches") or 1
     if batch and batch > 1:
         half = batch // 2
@@ -136,6 +149,10 @@ def cuda_oom(c: Clues) -> Report | None:
     return Report(
         "cuda_oom", f"CUDA out of memory{c.on_rank}", what, steps, c.failure.traceback, facts=c.gpu_facts()
     )
+
+
+def _size(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{size / 2**20:.1f} MiB"
 
 
 def device_mismatch(c: Clues) -> Report | None:

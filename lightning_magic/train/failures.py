@@ -26,7 +26,15 @@ def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
         "module_class": type(model).__name__,
         "module_methods": [n for n, v in vars(type(model)).items() if callable(v)],
         "out": session.flags.out,
+        "strategy": resolved.strategy,
     }
+    if resolved.strategy in ("fsdp", "model_parallel"):
+        try:
+            from .sharded import model_bytes
+
+            context["model_bytes"] = model_bytes(model)[1]
+        except Exception:  # noqa: BLE001 - context is best effort
+            _log.debug("model size unreadable for the failure report", exc_info=True)
     saved = launch.stop_checkpoint(outcome) if outcome is not None else {}
     for key, name in (("saved", "ckpt_path"), ("earlier", "ckpt_earlier"), ("error", "ckpt_error")):
         if saved.get(key):

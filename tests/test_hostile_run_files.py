@@ -16,8 +16,8 @@ import jsonschema
 import psutil
 import pytest
 from support.nvml_standin import GIB, another_users_process  # noqa: F401 - fixture
-from test_run_registry import children, dead_pid, state
-from test_server import SCHEMA, get_json, server_config
+from support.runs import children, dead_pid, state
+from support.servers import SCHEMA, get_json, server_config
 
 from lightning_magic import readings
 from lightning_magic.readings.runs import MAX_FILE_BYTES, PREFIX, PublishedRun, list_runs, \

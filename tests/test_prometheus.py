@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from support.nvml_standin import GIB, another_users_process  # noqa: F401 - a fixture
+from support.servers import server_config
 
 from lightning_magic import readings
 from lightning_magic.readings.runs import PublishedRun
@@ -21,15 +22,6 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 ROUTE = "gpu-status/metrics"
 A100 = "GPU-0a4c1b56-7d2e-4f51-9b0e-000000000000"
-
-
-def server_config(**gpu_status) -> dict:
-    from jupyter_server.serverapp import ServerApp
-
-    server = {"jpserver_extensions": {"lightning_magic": True, "jupyter_server_terminals": False}}
-    if ServerApp.class_traits().get("allow_unauthenticated_access") is not None:
-        server["allow_unauthenticated_access"] = False
-    return {"ServerApp": server, "GpuStatus": {"sample_interval": 0.25, **gpu_status}}
 
 
 @pytest.fixture

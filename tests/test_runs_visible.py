@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from support.kernels import ENDLESS_SETUP
 from support.nvml_standin import GIB
-from test_server import SCHEMA, get_json, server_config
+from support.servers import SCHEMA, get_json, server_config
 
 from lightning_magic import readings
 

@@ -8,29 +8,21 @@ import json
 import os
 import subprocess
 import sys
-from importlib.resources import files
 
 import jsonschema
 import psutil
 import pytest
-from jupyter_server.serverapp import ServerApp
 from support.nvml_standin import GIB
 from traitlets.config import Config
+
+from support.servers import SCHEMA, get_json, server_config
 
 from lightning_magic import readings
 from lightning_magic.server.config import GpuStatus
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
-SCHEMA = json.loads(files("lightning_magic").joinpath("schema/gpu-status.schema.json").read_text())
 ROUTE = "gpu-status"
-
-
-def server_config(**gpu_status) -> dict:
-    server = {"jpserver_extensions": {"lightning_magic": True, "jupyter_server_terminals": False}}
-    if ServerApp.class_traits().get("allow_unauthenticated_access") is not None:
-        server["allow_unauthenticated_access"] = False
-    return {"ServerApp": server, "GpuStatus": {"sample_interval": 0.25, **gpu_status}}
 
 
 @pytest.fixture
@@ -43,12 +35,6 @@ def fresh_readings():
     readings.shutdown()
     yield
     readings.shutdown()
-
-
-async def get_json(jp_fetch, **kwargs) -> dict:
-    response = await jp_fetch(ROUTE, **kwargs)
-    assert response.code == 200
-    return json.loads(response.body)
 
 
 async def raw(http_server_client, jp_base_url, path_and_query, token=None, headers=None,

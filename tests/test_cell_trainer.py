@@ -306,3 +306,16 @@ def test_an_abbreviated_flag_is_a_typo_to_name(shell):
     with pytest.raises(UsageError, match="did you mean --max-epochs"):
         shell.run_cell_magic("lightning_train", "--max-epoch 1", "ran = 1")
     assert "ran" not in shell.user_ns
+
+
+def test_the_learning_rate_finder_runs_in_a_rank_and_its_result_comes_back(shell):
+    result, _ = run(shell, """%%lightning_train --accelerator cpu --devices 1
+from lightning.pytorch.tuner import Tuner
+model = Reg()
+trainer = pl.Trainer(max_epochs=1)
+finder = Tuner(trainer).lr_find(model, train_dataloaders=DataLoader(data, batch_size=4),
+                                num_training=30, early_stop_threshold=None)
+""")
+    finder, model = shell.user_ns["finder"], shell.user_ns["model"]
+    assert len(finder.results["lr"]) == 30 and finder.suggestion() is not None
+    assert model.lr == finder.suggestion()  # Tuner's update_attr, made in the rank, is kept

@@ -39,6 +39,10 @@ def collect(trainer: Any) -> dict[str, Any]:
         "progress_bar_metrics": _plain(dict(connector.progress_bar_metrics), 0)}
     if trainer.state.fn.value == "fit":
         extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
+    # what a tuner (or the user's hooks) set on the module and the data: lr, batch_size, hparams
+    extra["module_attributes"] = public_attributes(trainer.lightning_module)
+    if trainer.datamodule is not None:
+        extra["datamodule_attributes"] = public_attributes(trainer.datamodule)
     from .sharded import gather_extra
 
     extra.update(gather_extra(trainer))  # a sharded model: whether its full state came back
@@ -75,6 +79,11 @@ def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> 
             logger._version = version
     if "fit_loop" in extra:
         trainer.fit_loop.load_state_dict(extra["fit_loop"])
+    for owner, key in ((trainer.lightning_module, "module_attributes"),
+                       (trainer.datamodule, "datamodule_attributes")):
+        for name, value in (extra.get(key) or {}).items() if owner is not None else ():
+            if not _same(getattr(owner, name, _MISSING), value):
+                setattr(owner, name, value)
     if "rng_states" in extra:  # one process: the kernel goes on as if it had trained itself
         from lightning.fabric.utilities.seed import _set_rng_states
 
@@ -133,6 +142,23 @@ def _uncompiled(key: str, own: dict[str, Any]) -> str:
     return key.replace(COMPILED, "")
 
 
+_MISSING = object()
+
+
+def _same(current: Any, value: Any) -> bool:
+    try:
+        return bool(current == value)
+    except Exception:  # noqa: BLE001 - tensors and other values without a plain ==
+        return current is value
+
+
+def public_attributes(obj: Any) -> dict[str, Any]:
+    """The public attributes of ``obj`` that are plain data (a module's own; its layers,
+    parameters and Lightning's bookkeeping live in private attributes)."""
+    return {name: value for name, value in plain_attributes(obj).items()
+            if not name.startswith("_")}
+
+
 def plain_attributes(obj: Any) -> dict[str, Any]:
     """The attributes of ``obj`` that are plain data (see the module's docstring)."""
     found = {}
@@ -170,4 +196,16 @@ def _plain(value: Any, depth: int) -> Any:
         if len(value) > MAX_ITEMS:
             raise _NotPlain
         return type(value)(_plain(item, depth + 1) for item in value)
-    raise _NotPlain
+    return _plain_object(value, depth)
+
+
+def _plain_object(value: Any, depth: int) -> Any:
+    """A small object made only of plain data (a tuner's result, say), copied whole."""
+    import torch
+
+    state = getattr(value, "__dict__", None)
+    if state is None or callable(value) or isinstance(value, torch.nn.Module) or len(state) > 64:
+        raise _NotPlain
+    copy = object.__new__(type(value))
+    copy.__dict__.update({name: _plain(item, depth + 1) for name, item in state.items()})
+    return copy

@@ -23,7 +23,7 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     _check_cell_arguments(user)
     given, ddp_kwargs = _hardware_from_cell(space, user)
     chosen = {}
-    from_flags = _hardware_flags(flags)
+    from_flags = flags.hardware_given()  # a flag left out leaves the choice to the cell
     for name in HARDWARE:
         flag = from_flags.get(name)
         if flag is not None and name in given and str(given[name]) != str(flag):
@@ -62,17 +62,6 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     if flags.check:
         kwargs.update(fast_dev_run=1, enable_checkpointing=False, logger=False)
     return kwargs, session
-
-
-def _hardware_flags(flags: Any) -> dict[str, Any]:
-    """The hardware flags the user gave (a flag left out leaves the choice to the cell)."""
-    given = getattr(flags, "hardware_given", None)
-    if callable(given):
-        return given()
-    defaults = {"accelerator": "auto", "devices": "auto", "strategy": "auto",
-                "precision": "32-true"}
-    return {name: getattr(flags, name) for name in HARDWARE
-            if getattr(flags, name) not in (None, defaults[name])}
 
 
 def _check_cell_arguments(user: dict[str, Any]) -> None:
@@ -159,7 +148,7 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
         notes.append("Trainer(enable_checkpointing=False): no checkpoint is written, so "
                      "--resume last and the stop button's checkpoint have none to use.")
     last = session.last_checkpoint()
-    monitor, mode = getattr(flags, "monitor", None), getattr(flags, "mode", None) or "min"
+    monitor, mode = flags.monitor, flags.mode or "min"
     magic = [callbacks.HistoryRecorder(), callbacks.EventReporter(session),
              callbacks.RunSupervisor(session, last, check=flags.check)]
     if last is not None:
@@ -175,7 +164,7 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
 
 
 def _logger(space: ModuleType, user: dict[str, Any], session: Any, notes: list[str]) -> Any:
-    choice, ckpt_dir = getattr(session.flags, "logger", "auto"), session.ckpt_dir
+    choice, ckpt_dir = session.flags.logger, session.ckpt_dir
     if choice in (None, "auto"):
         return user.get("logger", True)  # Lightning's own default: TensorBoard if installed
     if "logger" in user:

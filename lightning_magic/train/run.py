@@ -59,7 +59,7 @@ def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
     from .discovery import namespace_snapshot
 
     gpus, no_gpu_reason = hardware.detect_gpus()
-    given = _given_hardware(flags)
+    given = flags.hardware_given()
     resolved = hardware.resolve(given.get("devices"), given.get("accelerator"),
                                 given.get("strategy"), given.get("precision"), gpus, no_gpu_reason)
     if resolved.accelerator == "gpu" and ("accelerator" in given or "devices" in given):
@@ -116,16 +116,10 @@ def _train_what_the_cell_made(prepared: Prepared, intercept: Any) -> TrainingRun
     return trainer._lightning_magic.records[-1][1]
 
 
-def _given_hardware(flags: TrainFlags) -> dict[str, Any]:
-    from .build import _hardware_flags
-
-    return _hardware_flags(flags)
-
-
 def _check_logger(flags: TrainFlags) -> None:
     from IPython.core.error import UsageError
 
-    if getattr(flags, "logger", None) != "tensorboard":
+    if flags.logger != "tensorboard":
         return
     from importlib.util import find_spec
 

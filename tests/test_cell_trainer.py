@@ -319,3 +319,24 @@ finder = Tuner(trainer).lr_find(model, train_dataloaders=DataLoader(data, batch_
     finder, model = shell.user_ns["finder"], shell.user_ns["model"]
     assert len(finder.results["lr"]) == 30 and finder.suggestion() is not None
     assert model.lr == finder.suggestion()  # Tuner's update_attr, made in the rank, is kept
+
+
+def test_the_batch_size_finder_runs_on_one_device_and_its_size_comes_back(shell):
+    result, _ = run(shell, """%%lightning_train --accelerator cpu --devices 1
+from lightning.pytorch.tuner import Tuner
+
+class Sized(Reg):
+    validation_step = None
+
+    def __init__(self):
+        super().__init__()
+        self.batch_size = 2
+
+    def train_dataloader(self):
+        return DataLoader(data, batch_size=self.batch_size)
+
+model = Sized()
+found = Tuner(pl.Trainer(max_epochs=1)).scale_batch_size(model, mode="power", max_trials=3,
+                                                         steps_per_trial=1)
+""")
+    assert shell.user_ns["found"] == 8 == shell.user_ns["model"].batch_size  # 2 -> 4 -> 8

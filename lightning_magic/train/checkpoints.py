@@ -28,18 +28,27 @@ def runs_root(cwd: str) -> str:
     return str(checkpoint_root(cwd))
 
 
+def _named_checkpoint(flags: TrainFlags) -> Optional[str]:
+    """The checkpoint ``--resume`` names without a search: its PATH, or ``last.ckpt`` of
+    ``--ckpt-dir``; None for ``--resume last`` alone (the newest run of the model's class)."""
+    if flags.resume != "last":
+        return os.path.abspath(os.path.expanduser(flags.resume))
+    if flags.ckpt_dir is not None:
+        return os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
+    return None
+
+
 def check_resume(flags: TrainFlags, cwd: str) -> None:
     """Before the cell runs: a UsageError when ``--resume`` can point at nothing at all."""
     if flags.resume is None:
         return
+    path = _named_checkpoint(flags)
     if flags.resume != "last":
-        path = os.path.abspath(os.path.expanduser(flags.resume))
         if not os.path.exists(path):  # a file, or a distributed checkpoint's folder
             raise UsageError(f"--resume {flags.resume}: no such checkpoint file. Give 'last' or "
                              "the path of a .ckpt file.")
         return
-    if flags.ckpt_dir is not None:
-        path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
+    if path is not None:
         if not os.path.exists(path):
             raise UsageError(f"--resume last: {flags.ckpt_dir} has no last.ckpt yet. Train once "
                              f"with --ckpt-dir {flags.ckpt_dir} first, or drop --resume.")
@@ -51,11 +60,8 @@ def check_resume(flags: TrainFlags, cwd: str) -> None:
 
 def resume_path(flags: TrainFlags, cwd: str, model: Any) -> str:
     """At ``fit``: the checkpoint to continue from, checked to be whole."""
-    if flags.resume != "last":
-        path = os.path.abspath(os.path.expanduser(flags.resume))
-    elif flags.ckpt_dir is not None:
-        path = os.path.join(os.path.abspath(os.path.expanduser(flags.ckpt_dir)), "last.ckpt")
-    else:
+    path = _named_checkpoint(flags)
+    if path is None:
         wanted = model_key(model)
         runs = _runs(runs_root(cwd))
         same = [(stamp, path) for stamp, path, key in runs if key == wanted]

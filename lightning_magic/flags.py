@@ -14,9 +14,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import flag_values as check
+from .trainer_names import canonical_accelerator, canonical_precision
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
-PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 PRECISION_CHOICES = ("32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32-true",
                      "64-true", "16", "bf16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
@@ -237,10 +237,10 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
     if precision is not None:
         precision = check.choice("--precision", str(precision), PRECISION_CHOICES,
                                  shown=PRECISION_CHOICES[:-2])
-        precision = PRECISION_ALIASES.get(precision, precision)
+        precision = canonical_precision(precision)
     if accelerator is not None:
-        accelerator = check.choice("--accelerator", accelerator, ACCELERATORS)
-        accelerator = "gpu" if accelerator == "cuda" else accelerator
+        accelerator = canonical_accelerator(check.choice("--accelerator", accelerator,
+                                                         ACCELERATORS))
     integer, fraction, real = check.integer, check.count_or_fraction, check.real
 
     def given(name: str) -> Optional[str]:  # empty values were refused above

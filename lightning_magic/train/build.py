@@ -79,11 +79,13 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
                                                                            dict[str, Any]]:
     """The cell's accelerator/devices/strategy/precision as flag values, and the DDP arguments
     of a DDPStrategy object it gave."""
+    from ..trainer_names import canonical_accelerator, canonical_precision
+
     given, ddp_kwargs = {}, {}
     accelerator = user.get("accelerator")
     if accelerator is not None:
         if isinstance(accelerator, str):
-            given["accelerator"] = "gpu" if accelerator.lower() == "cuda" else accelerator.lower()
+            given["accelerator"] = canonical_accelerator(accelerator)
         else:
             name = type(accelerator).__name__
             kinds = {"CPUAccelerator": "cpu", "CUDAAccelerator": "gpu"}
@@ -97,7 +99,7 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
             else str(devices)
     precision = user.get("precision")
     if precision is not None:
-        given["precision"] = str(precision)
+        given["precision"] = canonical_precision(precision)
     strategy = user.get("strategy")
     if isinstance(strategy, str):
         given["strategy"] = strategy

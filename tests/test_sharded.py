@@ -253,6 +253,12 @@ def test_what_cannot_run_is_refused_before_the_fork(shell, tmp_path):
         shell.run_cell_magic("lightning_train", "--accelerator cpu --devices 2 --strategy "
                              "model_parallel --precision 64",
                              "model = Sharded()\ntrain_loader = loader")
+    with pytest.raises(UsageError, match=r"tensor_parallel_size=2\) needs 4 processes, and "
+                                         r"this run has 2"):
+        shell.run_cell_magic("lightning_train", "", "model = Sharded()\ntrainer = pl.Trainer("
+                             "accelerator='cpu', devices=2, strategy=ModelParallelStrategy("
+                             "data_parallel_size=2, tensor_parallel_size=2))\n"
+                             "trainer.fit(model, loader)")
     assert not live_children()
     cut = tmp_path / "cut.ckpt"
     cut.mkdir()
@@ -260,6 +266,98 @@ def test_what_cannot_run_is_refused_before_the_fork(shell, tmp_path):
     with pytest.raises(UsageError, match=r"not a whole distributed checkpoint \(it has no "
                                          r"\.metadata and no meta\.pt"):
         check_whole(str(cut), "last")
+
+
+TENSOR_PARALLEL = '''
+class Parallel(pl.LightningModule):
+    """Two layers split over the tensor-parallel ranks (column-, then row-wise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1, self.w2 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 1)
+
+    def configure_model(self):
+        from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                       parallelize_module)
+        parallelize_module(self, self.device_mesh["tensor_parallel"],
+                           {"w1": ColwiseParallel(), "w2": RowwiseParallel()})
+
+    def forward(self, x):
+        return self.w2(torch.relu(self.w1(x)))
+
+    def training_step(self, batch, batch_idx):
+        loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
+        self.log("loss", loss)
+        return loss
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+odd_loader = DataLoader(TensorDataset(X[:72], X[:72].sum(1, keepdim=True)), batch_size=8)
+'''
+
+
+def plain_forward(shell, loader: str) -> list:
+    shell.run_cell(f"with torch.no_grad():\n    expected = [model(b[0]) for b in {loader}]")
+    return shell.user_ns["expected"]
+
+
+@pytest.mark.slow
+def test_tensor_parallel_trains_as_one_process_and_predicts_each_batch_once(shell):
+    assert shell.run_cell(TENSOR_PARALLEL).success
+    fit = ("%%lightning_train --accelerator cpu --strategy model_parallel --seed 0 "
+           "--max-epochs 2 --devices {}\nmodel = Parallel()\ntrain_loader = odd_loader")
+    with capture_output() as captured:
+        result = shell.run_cell(fit.format(1))
+    assert result.success, shown(captured)
+    one = {k: v.clone() for k, v in shell.user_ns["model"].state_dict().items()}
+    with capture_output() as captured:
+        result = shell.run_cell(fit.format(2))
+    assert result.success, shown(captured)
+    run = result.result
+    assert run.global_step == 18  # both ranks took every batch: data_parallel 1
+    assert "Effective batch size: 8 (8 x 1 data-parallel group; the 2 tensor-parallel ranks " \
+           "of a group share each batch)" in run.notes
+    for name, value in shell.user_ns["model"].state_dict().items():
+        assert type(value) is torch.Tensor
+        torch.testing.assert_close(value, one[name], rtol=1e-5, atol=1e-6, msg=name)
+    # predict: both ranks of the group see the same batches; every batch comes back once
+    with capture_output() as captured:
+        result = shell.run_cell("%%lightning_train --accelerator cpu --devices 2 --strategy "
+                                "model_parallel\ntrainer = pl.Trainer(logger=False)\n"
+                                "predicted = trainer.predict(model, odd_loader)")
+    assert result.success, shown(captured)
+    predicted, expected = shell.user_ns["predicted"], plain_forward(shell, "odd_loader")
+    assert len(predicted) == len(expected) == 9
+    for got, want in zip(predicted, expected):
+        assert type(got) is torch.Tensor
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not live_children()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_fsdp2_predict_with_an_odd_number_of_batches_ends_with_each_batch_once(shell):
+    # FSDP2 over 2 data-parallel ranks: every forward is an all-gather of both ranks, so the
+    # rank with 4 of the 9 batches repeats its last one (dropped) instead of leaving rank 0 alone
+    assert shell.run_cell(TENSOR_PARALLEL).success
+    with capture_output() as captured:
+        result = shell.run_cell(f"%%lightning_train --timeout 60\nclass Predicting(Sharded):\n"
+                                "    def forward(self, x):\n        return self.net(x)\n"
+                                "    def predict_step(self, batch, batch_idx):\n"
+                                "        return self(batch[0])\nmodel = Predicting()\n"
+                                f"trainer = pl.{ONE_MESH}\n"
+                                "predicted = trainer.predict(model, odd_loader)")
+    assert result.success, shown(captured)
+    predicted, expected = shell.user_ns["predicted"], plain_forward(shell, "odd_loader")
+    assert len(predicted) == 9
+    for got, want in zip(predicted, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not live_children()
 
 
 # --- on GPUs ---------------------------------------------------------------------------------

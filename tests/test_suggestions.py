@@ -666,6 +666,21 @@ def test_missing_training_step_from_a_real_trainer():
     assert "<code>training_step()</code>" in report.html()
 
 
+def test_missing_forward_at_predict_says_what_predict_needs():
+    import lightning as L
+
+    module = _module()
+    loader = torch.utils.data.DataLoader(torch.ones(4, 2), batch_size=2)
+    trainer = lambda: L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)  # noqa: E731
+    failure = in_rank(lambda: trainer().predict(module(), loader),
+                      context={"module_class": "Classifier", "stage": "predict"})
+    report = check(explain(failure), "missing_hook")
+    assert "stopped before predicting: Lightning found no `forward()` on `Classifier`" in \
+        report.what_happened
+    assert "`Trainer.predict` needs `predict_step()`" in report.what_happened
+    assert "training" not in report.what_happened
+
+
 def test_misspelled_training_step_is_named():
     module = _module(training_step=None, trainig_step=lambda self, batch, batch_idx: None)
     failure = in_rank(lambda: _fit(module), context={"module_methods": _methods(module)})

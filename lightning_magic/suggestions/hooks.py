@@ -32,6 +32,18 @@ _TEMPLATES = {
     "validation_step": "Add `def validation_step(self, batch, batch_idx):` to the class.",
     "test_step": "Add `def test_step(self, batch, batch_idx):` to the class.",
 }
+# what each Trainer call needs of the module: (what it was doing, the sentence)
+_NEEDS = {
+    "fit": ("training", "`Trainer.fit` needs at least `training_step()`, `configure_optimizers()` "
+                        "and training data (`train_dataloader()` or a DataModule)."),
+    "validate": ("validating", "`Trainer.validate` needs `validation_step()` and validation data "
+                               "(`val_dataloader()`, a DataModule, or `dataloaders=`)."),
+    "test": ("testing", "`Trainer.test` needs `test_step()` and test data (`test_dataloader()`, a "
+                        "DataModule, or `dataloaders=`)."),
+    "predict": ("predicting", "`Trainer.predict` needs `predict_step()` (by default it calls "
+                              "`forward()`) and data (`predict_dataloader()`, a DataModule, or "
+                              "`dataloaders=`)."),
+}
 _PRECISIONS = "`32` (the default), `16-mixed`, `bf16-mixed`, `16-true`, `bf16-true`, `64`"
 
 
@@ -54,11 +66,11 @@ def missing_hook(c: Clues) -> Report | None:
     typo = _misspelling(c, hook)
     module = c.value("module_class")
     owner = f"`{module}`" if module else "your LightningModule"
-    what = f"{c.who} stopped before training: Lightning found no `{hook}()` on {owner}."
+    doing, needs = _NEEDS.get(c.value("stage"), _NEEDS["fit"])
+    what = f"{c.who} stopped before {doing}: Lightning found no `{hook}()` on {owner}."
     if typo:
         what += f" It defines `{typo}`, which looks like a misspelling of `{hook}`."
-    what += ("\nThe Trainer needs at least `training_step()`, `configure_optimizers()` and training data "
-             f"(`train_dataloader()` or a DataModule).\n{c.raised()}")
+    what += f"\n{needs}\n{c.raised()}"
     if typo:
         steps = [f"Rename `{typo}` to `{hook}`."]
         title = f"`{typo}` looks like a misspelled `{hook}`"

@@ -26,6 +26,7 @@ def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
         "module_methods": [n for n, v in vars(type(model)).items() if callable(v)],
         "out": session.flags.out,
         "strategy": resolved.strategy,
+        "stage": getattr(launch, "stage", None),
     }
     if resolved.strategy in ("fsdp", "model_parallel"):
         try:

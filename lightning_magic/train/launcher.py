@@ -28,6 +28,7 @@ from .interrupts import Presses
 from .leftovers import Reaper, left_running
 from .loggers import continue_logs
 from .rank import WarningCollector, prepare_rank_process
+from .sharded import mesh_shape
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from .wire import pack
@@ -119,7 +120,8 @@ class NotebookLauncher:
         if stage == "predict" and outcome.rank_outputs is not None:
             shares = [output.trainer_results] + [outcome.rank_outputs.get(rank) for rank in
                                                  range(1, self._strategy.num_processes)]
-            return predictions.merge(shares, outcome.extra.get("predict_loaders", 1))
+            _, group = mesh_shape(self._strategy, self._strategy.num_processes)
+            return predictions.merge(shares, outcome.extra.get("predict_loaders", 1), group)
         return output.trainer_results
 
     def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any,
@@ -224,6 +226,8 @@ class NotebookLauncher:
                     raise
                 output = None
             self._status = status
+            if trainer.state.fn.value == "predict" and output is not None:
+                output = predictions.trim(output, trainer)
             worker_output = self._collect_rank_zero_results(trainer, output)
             if rank == 0:
                 results.put(pack(move_data_to_device(worker_output, "cpu")))

@@ -168,6 +168,7 @@ class Launch:
             notes.append(f"Rank 0 left {', '.join(left)} running after its work was done; "
                          "the rank ended anyway, and what it left was ended with it.")
         effective = _effective_batch(event.get("batch_size"), self.world_size,
+                                     event.get("replicas") or self.world_size,
                                      getattr(self.trainer, "accumulate_grad_batches", 1))
         if effective:
             notes.append(effective)
@@ -221,12 +222,18 @@ def _limit(value: Any) -> Optional[int]:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _effective_batch(batch_size: Optional[int], world_size: int, accumulate: int) -> Optional[str]:
+def _effective_batch(batch_size: Optional[int], world_size: int, replicas: int,
+                     accumulate: int) -> Optional[str]:
     if not batch_size or world_size * accumulate == 1:
         return None
     accumulated = f" x {accumulate} accumulated" if accumulate > 1 else ""
-    return (f"Effective batch size: {batch_size * world_size * accumulate} ({batch_size} x "
-            f"{world_size} processes{accumulated})")
+    if replicas == world_size:
+        taking = f"{world_size} processes"
+    else:
+        taking = (f"{replicas} data-parallel group{'s' if replicas != 1 else ''}; the "
+                  f"{world_size // replicas} tensor-parallel ranks of a group share each batch")
+    return (f"Effective batch size: {batch_size * replicas * accumulate} ({batch_size} x "
+            f"{taking}{accumulated})")
 
 
 def model_summary(model: Any) -> Optional[str]:

@@ -56,6 +56,17 @@ def tensor_bytes(tensors: Any) -> tuple[int, int]:
     return elements, size
 
 
+def mesh_shape(strategy: Any, world: int) -> tuple[int, int]:
+    """(data_parallel, tensor_parallel) of a run of ``world`` processes on one machine, as
+    Lightning resolves them: a ModelParallelStrategy's "auto" sizes are 1 x ``world``; every
+    other strategy is ``world`` data-parallel replicas. Global rank ``r`` is data-parallel rank
+    ``r // tensor_parallel`` and tensor-parallel rank ``r % tensor_parallel``."""
+    if _is_fsdp(strategy) or not hasattr(strategy, "_tensor_parallel_size"):
+        return world, 1
+    dp, tp = strategy._data_parallel_size, strategy._tensor_parallel_size
+    return (1 if dp == "auto" else int(dp)), (world if tp == "auto" else int(tp))
+
+
 def model_bytes(module: Any) -> tuple[int, int]:
     return tensor_bytes(list(module.parameters()) + list(module.buffers()))
 
@@ -83,9 +94,7 @@ def sharding_notes(strategy: Any, model: Any, world: int, precision: str) -> lis
         if world == 1:
             how += "; with one rank nothing is split"
     else:
-        dp, tp = strategy._data_parallel_size, strategy._tensor_parallel_size
-        dp = 1 if dp == "auto" else dp
-        tp = world if tp == "auto" else tp
+        dp, tp = mesh_shape(strategy, world)
         how = (f"Lightning's ModelParallelStrategy, device mesh data_parallel {dp} x "
                f"tensor_parallel {tp}: configure_model decides what is sharded (fully_shard over "
                "self.device_mesh['data_parallel'], parallelize_module over "
@@ -120,11 +129,23 @@ class ShardedNotebook:
                 "Lightning's ModelParallelStrategy needs it to shard the model: apply "
                 "fully_shard(layer, mesh=self.device_mesh['data_parallel']) (or "
                 "parallelize_module) to its layers there, or use --strategy ddp_notebook.")
+        dp, tp = mesh_shape(self, self.num_processes)
+        if dp * tp != self.num_processes:
+            raise UsageError(
+                f"ModelParallelStrategy(data_parallel_size={dp}, tensor_parallel_size={tp}) needs "
+                f"{dp * tp} processes, and this run has {self.num_processes}. Give sizes whose "
+                f"product is {self.num_processes}, or --devices {dp * tp}.")
         session = self._magic_session
         if session is not None and not self._magic_noted and not session.records:
             self._magic_noted = True
             session.notes.extend(sharding_notes(self, model, self.num_processes,
                                                 str(session.resolved.precision)))
+
+    def predict_share(self) -> tuple[int, int, bool]:
+        """Predict's batches go to data-parallel groups (a tensor-parallel group shares its
+        input), as many to each: every forward of a sharded model is a collective."""
+        _, tp = mesh_shape(self, self.world_size)
+        return self.global_rank // tp, self.world_size // tp, True
 
     def full_state_dict(self) -> dict[str, Any]:
         """On every rank: the full state on rank 0 (CPU), empty elsewhere; empty everywhere when

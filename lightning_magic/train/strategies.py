@@ -36,13 +36,17 @@ class _Notebook:
             return {"num_replicas": 1, "rank": 0}
         return super().distributed_sampler_kwargs  # type: ignore[misc]
 
+    def predict_share(self) -> tuple[int, int, bool]:
+        """(this rank's share, shares, whether every share must be as long): DDP ranks each
+        take their own batches."""
+        return self.global_rank, getattr(self, "world_size", 1), False
+
     def process_dataloader(self, dataloader: Any) -> Any:
         from .predictions import share_loader
 
         dataloader = super().process_dataloader(dataloader)  # type: ignore[misc]
-        world = getattr(self, "world_size", 1)
-        if self._predicting() and world > 1:
-            return share_loader(dataloader, self.global_rank, world)
+        if self._predicting() and getattr(self, "world_size", 1) > 1:
+            return share_loader(dataloader, *self.predict_share())
         return dataloader
 
 

@@ -4,6 +4,7 @@
 #   make lab    open JupyterLab on notebooks/
 #   make bench  run the benchmarks (they print tables; see bench/RESULTS.md)
 #   make gpu-check  on a GPU machine: every gpu-marked test and the GPU benchmarks, in 8 minutes
+#   make gpu-wheels  the wheels gpu-check needs, into .whl/, for a GPU machine without network
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +19,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lab bench install install-test browser js-test clean gpu-check
+.PHONY: demo test lab bench install install-test browser js-test clean gpu-check gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,14 +53,19 @@ bench: install-test
 	$(PY) bench/cell_trainer.py
 	$(PY) bench/gpu_parity.py
 
-# Every GPU claim in one run (bench/gpu_check.py), within 8 minutes: the system python3's packages
-# (an image's CUDA torch) in .venv/gpu-check, with what is missing installed; where its torch has no
-# CUDA, GPU_TORCH is installed (PyPI's Linux wheels are CUDA builds; GPU_TORCH_PIP_ARGS can name
-# another index). Figures on stdout, and in $$OUT when it is set.
+# Every GPU claim in one run (bench/gpu_check.py), within 8 minutes: .venv/gpu-check sees the
+# packages of $(PYTHON) (an image's CUDA torch) and gets what is missing, from .whl/ when it holds
+# wheels (make gpu-wheels, on a machine with network, for a GPU machine without), else from the
+# index; where its torch has no CUDA, GPU_TORCH is installed (PyPI's Linux wheels are CUDA builds;
+# GPU_TORCH_PIP_ARGS can name another index). Figures on stdout, and in $$OUT when it is set.
 GPU_TORCH ?= torch
 GPU_TORCH_PIP_ARGS ?=
+GPU_PYTHON_VERSION ?= 3.12
 gpu-check:
 	TORCH="$(GPU_TORCH)" TORCH_PIP_ARGS="$(GPU_TORCH_PIP_ARGS)" $(PYTHON) bench/gpu_check.py
+
+gpu-wheels:
+	$(PYTHON) bench/gpu_check.py --download-wheels --wheel-python $(GPU_PYTHON_VERSION)
 
 # The browser test drives Debian's Chromium. Installed when we are root on Debian; otherwise
 # the test is skipped with a message that says how to install it.

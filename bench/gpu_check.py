@@ -2,10 +2,12 @@
 
 On a bare machine with an NVIDIA driver and Python 3.11+ it:
   1. says what the machine is (GPU, driver, CPUs, memory, Python);
-  2. makes `.venv/gpu-check` (seeing the system's packages, so an image's CUDA torch is used as it is)
-     and installs what is missing: a CUDA build of torch when the torch there has no CUDA
-     ($TORCH, default `torch`, with $TORCH_PIP_ARGS, e.g. `--index-url <PyTorch's CUDA wheel
-     index>`), then the package's own dependencies, pytest and pytest-timeout;
+  2. makes `.venv/gpu-check`, which sees the packages of the Python that runs this script (so an
+     image's CUDA torch is used as it is), and installs what is missing (see gpu_setup): a CUDA
+     build of torch when the torch there has none ($TORCH, default `torch`, with
+     $TORCH_PIP_ARGS, e.g. `--index-url <PyTorch's CUDA wheel index>`), then the package's own
+     dependencies and the test packages, from `.whl/` when it holds wheels (a machine without
+     network: fill it elsewhere with `--download-wheels`), else from the package index;
   3. runs every `gpu`-marked test, from the source tree;
   4. runs the GPU benchmarks: bench/gpu_parity.py, and bench/sharded.py on one GPU (a 1-rank
      ModelParallelStrategy run against the same Trainer under torchrun);
@@ -15,6 +17,7 @@ It keeps to --budget seconds (default 470: under 8 minutes with the set-up), eac
 share. Where no NVIDIA GPU is found it says so after step 1 and exits 0, having installed nothing.
 
     python3 bench/gpu_check.py [--budget 470] [--out DIR]
+    python3 bench/gpu_check.py --download-wheels [--wheel-python 3.12]   # where there is network
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv" / "gpu-check"  # git-ignored with .venv/; make clean removes it
+import gpu_setup
+
+ROOT = gpu_setup.ROOT
 # the share of what is left that each step may take
 STEPS = (("gpu-marked tests", 0.55), ("bench/gpu_parity.py", 0.55), ("bench/sharded.py", 1.0))
 
@@ -94,37 +98,35 @@ def run(log: Log, command: list[str], timeout: float,
 
 
 def prepare_python(log: Log, deadline: float) -> Path | None:
-    """The interpreter of VENV with a CUDA torch and the test dependencies, or None."""
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        status, _ = run(log, [sys.executable, "-m", "venv", "--system-site-packages", str(VENV)],
-                        deadline - time.time())
-        if status != 0:
-            log.say(f"Could not make {VENV}: see gpu_check.log.")
-            return None
-    probe = "import torch; print(torch.version.cuda or '')"
-    status, output = run(log, [str(python), "-c", probe], 120)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    if status != 0 or not output.strip().splitlines()[-1:] or \
-            not output.strip().splitlines()[-1].strip():
+    """The interpreter of gpu_setup.VENV, with a CUDA torch and the test dependencies, or None."""
+    def step(command: list[str], timeout: float) -> tuple[int, str]:
+        return run(log, command, min(timeout, deadline - time.time()))
+
+    python = gpu_setup.make_venv(step, log.say, deadline)
+    if python is None:
+        return None
+    status, output = run(log, [str(python), "-c", "import torch; print(torch.version.cuda or '')"],
+                         120)
+    lines = output.strip().splitlines()
+    if status != 0 or not lines or not lines[-1].strip():
         torch_spec = os.environ.get("TORCH") or "torch"
         extra = os.environ.get("TORCH_PIP_ARGS", "").split()
-        status, _ = run(log, pip + extra + [torch_spec], deadline - time.time())
-        if status != 0:
-            log.say(f"Could not install a CUDA build of torch ({torch_spec} "
-                    f"{' '.join(extra)}): see gpu_check.log. Give TORCH and TORCH_PIP_ARGS "
-                    "(a CUDA wheel index) to make gpu-check.")
+        if gpu_setup.install(step, python, [torch_spec], deadline - time.time(), extra) != 0:
+            log.say(f"Could not install a CUDA build of torch ({torch_spec} {' '.join(extra)}): "
+                    "see gpu_check.log. Give TORCH and TORCH_PIP_ARGS (a CUDA wheel index) to "
+                    "make gpu-check, or run it with a Python that has one (PYTHON=...).")
             return None
-    import tomllib
-
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = [d for d in project["dependencies"] if not d.startswith("torch")]
-    wanted += [d for d in project["optional-dependencies"]["test"]
-               if d.split(">")[0].split("[")[0] in ("pytest", "pytest-timeout")]
-    status, _ = run(log, pip + wanted, deadline - time.time())
-    if status != 0:
-        log.say("Could not install the package's dependencies (see gpu_check.log); what is "
-                "there is used.")
+    source = f"the wheels in {gpu_setup.WHEELS.name}/" if gpu_setup.have_wheels() else \
+        "the package index"
+    if gpu_setup.install(step, python, gpu_setup.requirements(), deadline - time.time()) != 0:
+        log.say(f"Could not install what the tests need from {source} (see gpu_check.log); "
+                "what is there is used. Without network, bring the wheels: `python3 "
+                "bench/gpu_check.py --download-wheels` on a machine with network fills "
+                f"{gpu_setup.WHEELS.name}/.")
+    else:
+        log.say(f"Set-up: {python.parent.parent.relative_to(ROOT)} over {sys.executable}'s "
+                f"packages, what was missing from {source}.")
+        log.say()
     return python
 
 
@@ -148,11 +150,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for everything")
     parser.add_argument("--out", default=os.environ.get("OUT") or None)
-    parser.add_argument("--python", help="use this interpreter (with torch) instead of making "
-                                         f"{VENV.relative_to(ROOT)}")
+    parser.add_argument("--python", help="use this interpreter (with torch and the tests' "
+                        f"packages) instead of making {gpu_setup.VENV.relative_to(ROOT)}")
+    parser.add_argument("--download-wheels", action="store_true",
+                        help=f"only fill {gpu_setup.WHEELS.name}/ with the wheels a GPU machine "
+                             "without network needs (run where there is network)")
+    parser.add_argument("--wheel-python", default="3.12",
+                        help="the GPU machine's Python version, for --download-wheels")
     parser.add_argument("--force", action="store_true",
                         help="go on without a GPU (a dry run: the tests and benchmarks skip)")
     args = parser.parse_args()
+    if args.download_wheels:
+        return gpu_setup.download_wheels(
+            lambda command, timeout: run(Log(None), command, timeout), args.wheel_python)
     started = time.time()
     deadline = started + args.budget
     log = Log(Path(args.out) if args.out else None)

@@ -248,14 +248,18 @@ def worker_note(num_workers: int, num_processes: int, cpus: int) -> Optional[str
     """A note when the DataLoader workers of every rank need more CPUs than there are."""
     if num_workers <= 0 or cpus <= 0:
         return None
-    per_rank = max(1, cpus // max(1, num_processes))
+    ranks = f"each of the {num_processes} ranks" if num_processes > 1 else "the rank"
+    if num_processes >= cpus:
+        share = "no CPU of its own" if num_processes > cpus else "one CPU, for its training loop"
+        return (f"DataLoader num_workers={num_workers} for {ranks}: with {num_processes} ranks "
+                f"on {cpus} CPUs each rank has {share}, and every worker competes with the "
+                "ranks for them. num_workers=0 loads in the rank itself.")
+    per_rank = cpus // num_processes
     if num_workers < per_rank:
         return None
-    ranks = f"each of the {num_processes} ranks" if num_processes > 1 else "the rank"
-    suggestion = max(0, per_rank - 1)
     return (f"DataLoader num_workers={num_workers} for {ranks} asks for more CPUs than the "
             f"{per_rank} each rank has ({cpus} CPUs here, one per rank runs the training "
-            f"loop): the workers compete for them. num_workers={suggestion} is enough.")
+            f"loop): the workers compete for them. num_workers={per_rank - 1} is enough.")
 
 
 CUDA_WHEELS = ("11.8", "12.1", "12.4", "12.6", "12.8")  # download.pytorch.org/whl/cuXYZ

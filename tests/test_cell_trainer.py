@@ -154,6 +154,28 @@ trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=
     assert not live_children()
 
 
+def test_a_call_that_fails_in_a_later_cell_is_bound_and_reported_like_the_magics(shell,
+                                                                                 no_orphans):
+    from lightning_magic.train.results import TrainingFailed
+
+    run(shell, f"{CPU2}\nmodel = Reg()\ntrainer = pl.Trainer(max_epochs=1)\n"
+               "trainer.fit(model, DataLoader(data, batch_size=16))")
+    fit = shell.user_ns["lightning_run"]
+    assert fit.ok and fit.metrics
+    # no %%lightning_train on this cell; the model has no validation_step
+    result, captured = run(shell, "class NoVal(Reg):\n    validation_step = None\n"
+                                  "trainer.validate(NoVal(), DataLoader(data, batch_size=32))",
+                           ok=False)
+    assert isinstance(result.error_in_exec, TrainingFailed), result.error_in_exec
+    failed = shell.user_ns["lightning_run"]
+    assert failed is result.error_in_exec.run and failed is not fit and not failed.ok
+    assert failed.report is not None and failed.report.key == "missing_hook"
+    assert "stopped before validating" in failed.report.what_happened
+    assert failed.metrics == {}  # not the fit's, which are still on the Trainer
+    shown = captured.stdout + "".join(str(o.data.get("text/plain", "")) for o in captured.outputs)
+    assert "validation_step" in shown and "train_loss" not in shown.split("Validating")[-1]
+
+
 def test_one_device_is_a_single_device_run_after_the_kernel_used_openmp(shell, no_orphans):
     # the kernel's own OpenMP pool, started before the fork, must not hang the rank
     run(shell, "torch.set_num_threads(2)\n"

@@ -226,6 +226,11 @@ def test_worker_note_counts_the_cpus_of_each_rank():
     assert worker_note(1, 2, 8) is None
     assert worker_note(0, 4, 2) is None
     assert "the rank" in worker_note(4, 1, 2)
+    # more ranks than CPUs: no rank has a CPU to spare, and the note does not say it has one
+    crowded = worker_note(4, 4, 2)
+    assert "with 4 ranks on 2 CPUs each rank has no CPU of its own" in crowded
+    assert "num_workers=0" in crowded and "the 1 each rank has" not in crowded
+    assert "each rank has one CPU, for its training loop" in worker_note(2, 2, 2)
 
 
 # -- NVML through the stand-in: detection, idle GPUs ---------------------------------------------

@@ -240,6 +240,23 @@ def test_a_rank_that_hangs_is_ended_by_timeout(shell):
                                                     run.report.what_happened).lower()
 
 
+def test_the_sharding_note_says_what_the_trainer_does_and_hints_only_at_defaults():
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from lightning_magic.train.sharded import sharding_notes
+
+    model = torch.nn.Linear(4, 4)
+    default = sharding_notes(ModelParallelStrategy(), model, 2, "32-true")[0]
+    assert "data_parallel 1 x tensor_parallel 2" in default
+    assert "for FSDP2 over all 2 ranks, give Trainer(strategy=ModelParallelStrategy(" in default
+    assert ("Trainer precision 32-true: the Trainer adds no mixed precision; a policy given to "
+            "configure_model's fully_shard(mp_policy=...) applies as it is") in default
+    chosen = sharding_notes(ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2),
+                            model, 2, "bf16-mixed")[0]
+    assert "data_parallel 1 x tensor_parallel 2" in chosen and "for FSDP2" not in chosen
+    assert "Trainer precision bf16-mixed: parameters and optimizer state stay float32" in chosen
+
+
 def test_what_cannot_run_is_refused_before_the_fork(shell, tmp_path):
     with pytest.raises(UsageError, match="has no configure_model"):
         shell.run_cell_magic("lightning_train", "--accelerator cpu --devices 2 --strategy "
@@ -288,6 +305,7 @@ class Parallel(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = torch.nn.functional.mse_loss(self(batch[0]), batch[1])
         self.log("loss", loss)
+        self.log("w1_square", self.w1.weight.pow(2).sum())  # a DTensor under tensor parallel
         return loss
 
     def predict_step(self, batch, batch_idx):
@@ -310,15 +328,20 @@ def plain_forward(shell, loader: str) -> list:
 def test_tensor_parallel_trains_as_one_process_and_predicts_each_batch_once(shell):
     assert shell.run_cell(TENSOR_PARALLEL).success
     fit = ("%%lightning_train --accelerator cpu --strategy model_parallel --seed 0 "
-           "--max-epochs 2 --devices {}\nmodel = Parallel()\ntrain_loader = odd_loader")
+           "--max-epochs 2 --devices {}\nmodel = Parallel()\ntrainer = pl.Trainer()\n"
+           "trainer.fit(model, odd_loader)")
     with capture_output() as captured:
         result = shell.run_cell(fit.format(1))
     assert result.success, shown(captured)
     one = {k: v.clone() for k, v in shell.user_ns["model"].state_dict().items()}
+    one_square = float(result.result.metrics["w1_square"])
     with capture_output() as captured:
         result = shell.run_cell(fit.format(2))
     assert result.success, shown(captured)
     run = result.result
+    # the logged DTensor comes back as a plain tensor (its mesh means nothing in the kernel)
+    assert type(shell.user_ns["trainer"].callback_metrics["w1_square"]) is torch.Tensor
+    assert run.metrics["w1_square"] == pytest.approx(one_square, rel=1e-5)
     assert run.global_step == 18  # both ranks took every batch: data_parallel 1
     assert "Effective batch size: 8 (8 x 1 data-parallel group; the 2 tensor-parallel ranks " \
            "of a group share each batch)" in run.notes

@@ -28,7 +28,7 @@ from .interrupts import Presses
 from .leftovers import Reaper, left_running
 from .loggers import continue_logs
 from .rank import WarningCollector, prepare_rank_process
-from .sharded import mesh_shape
+from .sharded import mesh_shape, settle_metrics
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from .wire import pack
@@ -243,6 +243,7 @@ class NotebookLauncher:
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", None) if checkpoint else None
         # on every rank: sharded metrics, or a sharded model's full state gathered to rank 0
+        settle_metrics(trainer)
         full_state = getattr(self._strategy, "full_state_dict", None)
         state_dict = full_state() if full_state is not None else \
             trainer.lightning_module.state_dict()

@@ -195,7 +195,8 @@ class Launch:
         warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
         notes = list(self.notes) + self._notes_from_rank_zero(extra) + list(extra.get("notes", []))
         run = TrainingRun(
-            status=status, metrics=scalar_metrics(self.trainer.callback_metrics),
+            status=status,  # a call whose ranks sent nothing has no metrics of its own
+            metrics=scalar_metrics(self.trainer.callback_metrics) if output is not None else {},
             history=list(extra.get("history", [])),
             best_model_path=str(output.best_model_path) if output and output.best_model_path
             else None,

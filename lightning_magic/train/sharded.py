@@ -99,7 +99,8 @@ def sharding_notes(strategy: Any, model: Any, world: int, precision: str) -> lis
                f"tensor_parallel {tp}: configure_model decides what is sharded (fully_shard over "
                "self.device_mesh['data_parallel'], parallelize_module over "
                "self.device_mesh['tensor_parallel'])")
-        if dp == 1 and world > 1:
+        chosen = strategy._data_parallel_size != "auto" or strategy._tensor_parallel_size != "auto"
+        if dp == 1 and world > 1 and not chosen:  # Lightning's default mesh, not the cell's
             how += (f"; for FSDP2 over all {world} ranks, give Trainer(strategy="
                     f"ModelParallelStrategy(data_parallel_size={world}, tensor_parallel_size=1))")
     mixed = {"bf16-mixed": "bf16-mixed: parameters and optimizer state stay float32 (sharded), "
@@ -107,8 +108,11 @@ def sharding_notes(strategy: Any, model: Any, world: int, precision: str) -> lis
              "16-mixed": "16-mixed: parameters stay float32 (sharded), computation in float16",
              "bf16-true": "bf16-true: parameters, gradients and computation in bfloat16",
              "16-true": "16-true: parameters, gradients and computation in float16"}
-    precision_note = mixed.get(precision, f"{precision}: no mixed precision")
-    return [f"Sharded: {how}. Model: {params}. Precision {precision_note}."]
+    own = "configure_model's fully_shard(mp_policy=...)" if not _is_fsdp(strategy) else \
+        "FSDPStrategy(mixed_precision=...)"
+    precision_note = mixed.get(precision, f"{precision}: the Trainer adds no mixed precision; "
+                                          f"a policy given to {own} applies as it is")
+    return [f"Sharded: {how}. Model: {params}. Trainer precision {precision_note}."]
 
 
 class ShardedNotebook:
@@ -166,6 +170,32 @@ class ShardedNotebook:
 
         return get_model_state_dict(
             self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def whole_local(tensor: Any) -> Any:
+    """A plain tensor as it is; a DTensor replicated on every rank as its local tensor (its whole
+    value, with no communication); None for any other DTensor."""
+    placements = getattr(tensor, "placements", None)
+    if placements is None:
+        return tensor
+    return tensor.to_local() if all(p.is_replicate() for p in placements) else None
+
+
+def settle_metrics(trainer: Any) -> None:
+    """On every rank, before rank 0 sends its results: the logged metrics as plain tensors (a
+    metric computed under tensor parallel is a DTensor, whose device mesh means nothing in the
+    kernel). One that is not replicated is gathered whole: every rank logs the same metrics, so
+    every rank gathers the same ones, in the same order."""
+    connector = trainer._logger_connector
+    for name in ("_callback_metrics", "_logged_metrics", "_progress_bar_metrics"):
+        metrics = getattr(connector, name, None)
+        if not isinstance(metrics, dict):
+            continue
+        for key in sorted(metrics, key=str):
+            value = metrics[key]
+            if hasattr(value, "placements"):
+                local = whole_local(value)
+                metrics[key] = local if local is not None else value.full_tensor()
 
 
 def _is_fsdp(strategy: Any) -> bool:

@@ -29,12 +29,15 @@ class RanksFailed(Exception):
 class Intercept:
     """A context manager: Trainers made inside it are made by the magic (see the docstring)."""
 
+    active = 0  # how many %%lightning_train cells are running (their cell's body, nested)
+
     def __init__(self, prepared: Any) -> None:
         self.prepared = prepared
         self.trainers: list[Any] = []
         self._originals: list[tuple[type, Any]] = []
 
     def __enter__(self) -> "Intercept":
+        Intercept.active += 1
         spaces = namespaces.loaded()
         if "pytorch_lightning" in self.prepared.cell and len(spaces) == 1:
             extra = namespaces.importable("pytorch_lightning")
@@ -48,6 +51,7 @@ class Intercept:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        Intercept.active -= 1
         for cls, original in self._originals:
             cls.__init__ = original
         self._originals.clear()
@@ -116,12 +120,32 @@ def _entry_point(base: type, name: str) -> Any:
         result = original(self, *args, **kwargs)
         if launcher.record is not None and not launcher.record.ok:
             self.state.status = type(self.state.status)("interrupted")
-            raise RanksFailed(launcher.record)
+            if Intercept.active:
+                raise RanksFailed(launcher.record)  # the magic binds and reports it
+            raise _failed_in_a_later_cell(self, launcher.record)
         return result
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = original.__doc__
     return method
+
+
+def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
+    """A call in a cell without the magic failed: its record is bound as the magic binds it (to
+    ``lightning_run`` or the cell's ``--out``), its report is shown, and the error ends the cell
+    in one line."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    from .results import TrainingFailed
+
+    out = trainer._lightning_magic.flags.out
+    shell = get_ipython()
+    if shell is not None:
+        shell.user_ns[out] = record
+    if record.report is not None:
+        display(record.report)
+    return TrainingFailed(record, out)
 
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

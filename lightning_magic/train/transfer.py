@@ -182,7 +182,12 @@ def _plain(value: Any, depth: int) -> Any:
     if isinstance(value, PLAIN):
         return value
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
+        from .sharded import whole_local
+
+        local = whole_local(value)  # a DTensor's mesh means nothing in the kernel
+        if local is None:
+            raise _NotPlain
+        return local.detach().cpu().clone()
     if depth > 6:
         raise _NotPlain
     if isinstance(value, dict):

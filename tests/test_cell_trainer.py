@@ -5,6 +5,7 @@ returns; after the cell the Trainer reads like a finished one. Real IPython shel
 from __future__ import annotations
 
 import os
+import zipfile
 
 import pytest
 import torch
@@ -174,6 +175,34 @@ def test_a_call_that_fails_in_a_later_cell_is_bound_and_reported_like_the_magics
     assert failed.metrics == {}  # not the fit's, which are still on the Trainer
     shown = captured.stdout + "".join(str(o.data.get("text/plain", "")) for o in captured.outputs)
     assert "validation_step" in shown and "train_loss" not in shown.split("Validating")[-1]
+
+
+def test_a_damaged_ckpt_path_the_cell_passes_is_refused_before_the_fork(shell, tmp_path,
+                                                                        no_orphans):
+    run(shell, f"{CPU2}\nmodel = Reg()\ntrainer = pl.Trainer(max_epochs=1, "
+               f"default_root_dir={str(tmp_path)!r})\n"
+               "trainer.fit(model, DataLoader(data, batch_size=16))")
+    whole = shell.ev("trainer.checkpoint_callback.best_model_path")
+    cut = os.path.join(os.path.dirname(whole), "cut.ckpt")
+    with open(whole, "rb") as source, open(cut, "wb") as target:
+        target.write(source.read()[:100])  # a save cut short
+    os.utime(cut, (os.path.getmtime(whole) + 10,) * 2)  # and newer than the whole one
+    result, captured = run(shell, f"{CPU2}\ntrainer = pl.Trainer(max_epochs=2)\n"
+                                  f"trainer.fit(model, DataLoader(data, batch_size=16), "
+                                  f"ckpt_path={cut!r})", ok=False)
+    assert isinstance(result.error_in_exec, UsageError), result.error_in_exec
+    message = str(result.error_in_exec)
+    assert f"ckpt_path={cut!r}: the checkpoint {cut} is damaged" in message
+    offered = message.split("Continue from the newest whole one with ckpt_path=")[1]
+    offered = offered.split("'")[1]
+    assert offered != cut and os.path.dirname(offered) == os.path.dirname(cut)
+    assert zipfile.is_zipfile(offered)
+    assert "Training Reg" not in captured.stdout  # nothing was forked
+    # a whole one, by its path, resumes as in Lightning
+    result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer(max_epochs=2)\n"
+                           f"trainer.fit(model, DataLoader(data, batch_size=16), "
+                           f"ckpt_path={whole!r})")
+    assert result.result.global_step == 8
 
 
 def test_one_device_is_a_single_device_run_after_the_kernel_used_openmp(shell, no_orphans):

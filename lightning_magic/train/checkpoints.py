@@ -76,27 +76,32 @@ def resume_path(flags: TrainFlags, cwd: str, model: Any) -> str:
     return path
 
 
-def check_whole(path: str, given: str) -> None:
+def check_whole(path: str, given: str, asked: str = "--resume") -> None:
     """A checkpoint written by torch.save is a zip archive; a truncated one is not. A distributed
     checkpoint (a sharded strategy's) is a folder with torch's ``.metadata`` and Lightning's
-    ``meta.pt``, both written last."""
+    ``meta.pt``, both written last. ``asked`` is how the user named it: ``--resume`` or
+    ``ckpt_path`` (a Trainer call's argument)."""
+    def naming(value: str) -> str:
+        return f"--resume {value}" if asked == "--resume" else f"ckpt_path={value!r}"
+
     if os.path.isdir(path):
         lacking = [name for name in DISTRIBUTED_METADATA
                    if not os.path.isfile(os.path.join(path, name))]
         if lacking:
-            raise UsageError(f"--resume {given}: the folder {path} is not a whole distributed "
+            raise UsageError(f"{naming(given)}: the folder {path} is not a whole distributed "
                              f"checkpoint (it has no {' and no '.join(lacking)}; a save was cut "
-                             "short?). Give --resume PATH of another checkpoint of the run.")
+                             f"short?). Give {naming('PATH')} of another checkpoint of the run.")
         return
     size = os.path.getsize(path) if os.path.isfile(path) else -1
     if size <= 0 or not zipfile.is_zipfile(path):
         state = "is empty" if size == 0 else "does not exist" if size < 0 else \
             "is damaged (not a complete torch.save archive; a save was cut short?)"
         other = _whole_neighbour(path)
-        offer = f"Continue from the newest whole one with --resume {other}" if other else \
-            "Give --resume PATH of another checkpoint of the run"
-        raise UsageError(f"--resume {given}: the checkpoint {path} {state}. {offer}, or train "
-                         "without --resume.")
+        offer = f"Continue from the newest whole one with {naming(other)}" if other else \
+            f"Give {naming('PATH')} of another checkpoint of the run"
+        without = "without --resume" if asked == "--resume" else "without ckpt_path"
+        raise UsageError(f"{naming(given)}: the checkpoint {path} {state}. {offer}, or train "
+                         f"{without}.")
 
 
 def _whole_neighbour(path: str) -> Optional[str]:

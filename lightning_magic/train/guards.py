@@ -29,6 +29,7 @@ def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, An
     prepared = session.prepared
     if prepared is not None:
         check_cuda_not_initialized(prepared.cuda_watch, prepared.cell, prepared.cell_number)
+    _check_ckpt_path(name, args, kwargs)
     if name != "fit":
         return
     model = args[0] if args else kwargs.get("model")
@@ -44,6 +45,28 @@ def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, An
     strategy_check = getattr(trainer.strategy, "check_before_fork", None)  # see train.sharded
     if strategy_check is not None:
         strategy_check(model)
+
+
+# where each Trainer method takes ckpt_path positionally (Lightning 2's signatures)
+_CKPT_POSITION = {"fit": 4, "validate": 2, "test": 2, "predict": 4}
+_CKPT_WORDS = ("best", "last", "hpc", "registry")
+
+
+def _check_ckpt_path(name: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    """A checkpoint file the call names is whole, as ``--resume`` checks its own: otherwise
+    every rank would fail on it."""
+    import os
+
+    from .checkpoints import check_whole
+
+    position = _CKPT_POSITION[name]
+    path = args[position] if len(args) > position else kwargs.get("ckpt_path")
+    if not isinstance(path, (str, os.PathLike)):
+        return
+    text = os.fspath(path)
+    if text in _CKPT_WORDS or text.startswith(_CKPT_WORDS[3] + ":") or "://" in text:
+        return  # Lightning's own names, and remote files, are Lightning's to resolve
+    check_whole(os.path.abspath(text), text, asked="ckpt_path")
 
 
 def _overridden(hook: str, model: Any) -> bool:

@@ -31,11 +31,15 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from IPython.utils.capture import capture_output
+
+# this checkout's lightning_magic, also where an older copy is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODEL = '''
 import json, os, time

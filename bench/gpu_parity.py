@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+# this checkout's lightning_magic, also where an older copy is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 MODEL = '''
 import json, os, time
 import torch

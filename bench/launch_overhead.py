@@ -26,6 +26,9 @@ import textwrap
 import time
 from pathlib import Path
 
+# this checkout's lightning_magic, also where an older copy is installed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 MODEL = '''
 import os, time
 import torch

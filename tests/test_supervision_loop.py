@@ -217,7 +217,11 @@ def test_a_second_press_ends_the_wait_at_once(tmp_path, monkeypatch, no_orphans)
 
 
 @pytest.mark.timeout(120)
-def test_reports_that_come_while_settling_decide_the_root_cause(tmp_path, no_orphans):
+def test_reports_that_come_while_settling_decide_the_root_cause(tmp_path, monkeypatch,
+                                                                no_orphans):
+    # a settle period longer than the test's timeout: the wait ends because every rank still
+    # running (rank 0, hanging after its echo) has reported, not because the period ran out
+    monkeypatch.setattr(supervision_loop, "SETTLE_S", 3600.0)
     ranks = Ranks(tmp_path, 2)
     peer_reported, tell_peer = CTX.Pipe(duplex=False)
     with Presses() as presses:

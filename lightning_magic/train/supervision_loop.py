@@ -2,7 +2,8 @@
 press or a stall decides how the launch ends.
 
 - A first failure (a rank's own exception, or a rank that died) starts a short settle period in
-  which the others may still report, so the root cause is told apart from its echoes.
+  which the others may still report, so the root cause is told apart from its echoes; it ends
+  early once every rank still running has reported.
 - A first stop press asks every rank to stop at the same batch (``RunControl.request_stop``);
   a second press, or the grace period running out, ends the ranks at once.
 - With ``timeout``, a rank whose heartbeat is older than that is stalled: every rank's stack is
@@ -68,6 +69,12 @@ class _Watch:
         self.stop_deadline: Optional[float] = None
         self.presses_seen = 0
 
+    def all_told(self) -> bool:
+        """Every rank still running has reported its failure (a rank reports once), so nothing
+        more can come: the settle period need not run out."""
+        told = {error.rank for error in self.reported}
+        return all(rank in told for rank, _ in self.running.values())
+
     def press(self, outcome: Outcome) -> bool:
         """A stop press: True when the ranks must be ended now (a second press)."""
         outcome.status = "interrupted"
@@ -109,7 +116,8 @@ def _loop(watch: _Watch, outcome: Outcome, results: Any, errors: Any,
             if (watch.reported or watch.deaths) and watch.settle_deadline is None \
                     and watch.stop_deadline is None:
                 watch.settle_deadline = now + SETTLE_S
-            if watch.settle_deadline is not None and now >= watch.settle_deadline:
+            if watch.settle_deadline is not None and (now >= watch.settle_deadline
+                                                      or watch.all_told()):
                 return
             if watch.stop_deadline is not None and now >= watch.stop_deadline:
                 return

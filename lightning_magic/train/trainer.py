@@ -37,7 +37,6 @@ class Intercept:
         self._originals: list[tuple[type, Any]] = []
 
     def __enter__(self) -> "Intercept":
-        Intercept.active += 1
         spaces = namespaces.loaded()
         if "pytorch_lightning" in self.prepared.cell and len(spaces) == 1:
             extra = namespaces.importable("pytorch_lightning")
@@ -48,6 +47,7 @@ class Intercept:
             original = cls.__dict__["__init__"]
             self._originals.append((cls, original))
             cls.__init__ = self._wrap(space, original)
+        Intercept.active += 1
         return self
 
     def __exit__(self, *exc: Any) -> None:

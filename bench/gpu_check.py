@@ -102,7 +102,7 @@ def prepare_python(log: Log, deadline: float) -> Path | None:
     def step(command: list[str], timeout: float) -> tuple[int, str]:
         return run(log, command, min(timeout, deadline - time.time()))
 
-    python = gpu_setup.make_venv(step, log.say, deadline)
+    python = gpu_setup.make_venv(step, log.say)
     if python is None:
         return None
     status, output = run(log, [str(python), "-c", "import torch; print(torch.version.cuda or '')"],
@@ -111,7 +111,8 @@ def prepare_python(log: Log, deadline: float) -> Path | None:
     if status != 0 or not lines or not lines[-1].strip():
         torch_spec = os.environ.get("TORCH") or "torch"
         extra = os.environ.get("TORCH_PIP_ARGS", "").split()
-        if gpu_setup.install(step, python, [torch_spec], deadline - time.time(), extra) != 0:
+        if gpu_setup.install(step, python, [torch_spec], deadline - time.time(), extra,
+                             wheels=False) != 0:
             log.say(f"Could not install a CUDA build of torch ({torch_spec} {' '.join(extra)}): "
                     "see gpu_check.log. Give TORCH and TORCH_PIP_ARGS (a CUDA wheel index) to "
                     "make gpu-check, or run it with a Python that has one (PYTHON=...).")

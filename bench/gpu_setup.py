@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +41,10 @@ def _name(requirement: str) -> str:
 
 def requirements() -> list[str]:
     """The package's dependencies and the test packages the gpu-marked tests import."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     tests = [d for d in project["optional-dependencies"]["test"] if _name(d) in TEST_NEEDS]
     return list(project["dependencies"]) + tests
@@ -78,27 +81,44 @@ def site_dirs(python: str) -> list[str]:
     return [line for line in done.stdout.splitlines() if os.path.isdir(line)]
 
 
-def make_venv(run: Run, say: Callable[[str], None], deadline: float) -> Path | None:
+def make_venv(run: Run, say: Callable[[str], None]) -> Path | None:
     """VENV, seeing the running interpreter's packages; its python, or None."""
     python = VENV / "bin" / "python"
     if not python.exists():
-        status, _ = run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], 120)
+        status, _ = run([sys.executable, "-m", "venv", str(VENV)], 180)
+        if status != 0:  # no ensurepip here: the running interpreter's pip installs into it
+            status, _ = run([sys.executable, "-m", "venv", "--clear", "--without-pip",
+                             str(VENV)], 120)
         if status != 0:
             say(f"Could not make {VENV}: see gpu_check.log.")
             return None
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
                            "['purelib'])"], capture_output=True, text=True, timeout=60)
-    (Path(site.stdout.strip()) / "gpu_check_image.pth").write_text(
-        "\n".join(site_dirs(sys.executable)) + "\n")
+    purelib = Path(site.stdout.strip())
+    if site.returncode != 0 or not purelib.is_absolute() or not purelib.is_dir():
+        say(f"{python} does not run ({site.stderr.strip()[-200:]}): remove {VENV} and try again.")
+        return None
+    (purelib / "gpu_check_image.pth").write_text("\n".join(site_dirs(sys.executable)) + "\n")
     return python
 
 
+def _pip(python: Path) -> list[str]:
+    """The venv's own pip when it has one (it sees the image's packages through the .pth);
+    else the running interpreter's, aimed at the venv (pip 22.3 and newer)."""
+    has_pip = subprocess.run([str(python), "-c", "import pip"], capture_output=True,
+                             timeout=60).returncode == 0
+    if has_pip and not (VENV / "bin" / "pip").exists():
+        has_pip = False  # the image's pip, seen through the .pth: it would install there
+    return [str(python), "-m", "pip"] if has_pip else \
+        [sys.executable, "-m", "pip", "--python", str(python)]
+
+
 def install(run: Run, python: Path, specs: list[str], timeout: float,
-            index_args: list[str] | None = None) -> int:
-    """``specs`` into ``python``'s environment with the running interpreter's pip; what is
-    already there (the image's packages too) stays."""
-    source = ["--no-index", "--find-links", str(WHEELS)] if have_wheels() else []
-    command = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-               "--disable-pip-version-check", *source, *(index_args or []), *specs]
+            index_args: list[str] | None = None, wheels: bool = True) -> int:
+    """``specs`` into ``python``'s environment; what is already there (the image's packages too)
+    stays. From .whl/ alone when it holds wheels and ``wheels`` is true (torch never is)."""
+    source = ["--no-index", "--find-links", str(WHEELS)] if wheels and have_wheels() else []
+    command = [*_pip(python), "install", "--quiet", "--disable-pip-version-check", *source,
+               *(index_args or []), *specs]
     status, _ = run(command, timeout)
     return status

@@ -46,7 +46,7 @@ def test_its_environment_sees_the_running_interpreters_packages(tmp_path, monkey
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         return done.returncode, done.stdout + done.stderr
 
-    python = gpu_setup.make_venv(run, said.append, deadline=0)
+    python = gpu_setup.make_venv(run, said.append)
     assert python is not None and not said
     assert python.parent.parent == tmp_path / "gpu-check"
     # torch and IPython are not installed in it, yet import from the interpreter running the tests

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import pytest
@@ -122,6 +123,27 @@ def test_rank_killed_by_a_signal(shell, signum, name):
     if signum != "SIGKILL":  # a crash leaves the rank's Python stack, down to the user's code
         assert "in failure" in run.report.traceback and "in training_step" in run.report.traceback
     next_run_works(shell)
+
+
+def test_a_crash_stack_survives_the_kernels_signal_handlers_being_reset(shell):
+    # the kernel enabled faulthandler (as our own advice says), then something set the crash
+    # signals' handlers back (plain Lightning's fit restores every handler it saw on teardown)
+    import faulthandler
+
+    faulthandler.enable()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGSEGV, signal.SIGABRT)}
+    try:
+        for signum in saved:
+            signal.signal(signum, signal.SIG_DFL)
+        run, _ = failing_run(shell, "    signal.pthread_kill(threading.get_ident(), "
+                                    "signal.SIGSEGV)")
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        faulthandler.disable()
+        faulthandler.enable()  # pytest's own fault handler, as it was
+    assert run.report.key == "signal_killed"
+    assert "in failure" in run.report.traceback and "in training_step" in run.report.traceback
 
 
 def test_cuda_out_of_memory(shell):

@@ -34,6 +34,10 @@ def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
         _capture_output(control.output_file(rank))
     # a rank that crashes (SIGSEGV, SIGABRT) leaves its Python stack for the failure report
     crash_file = open(control.crash_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
+    # disabled first: where the kernel enabled faulthandler and something later reset the
+    # signal handlers (plain Lightning's fit restores every one it saw), enable() alone would
+    # think itself installed and leave the crash signals with no handler
+    faulthandler.disable()
     faulthandler.enable(file=crash_file, all_threads=True)
     quiet_lightning_logs()
 

@@ -114,9 +114,9 @@ def resolve(devices: Optional[str], accelerator: Optional[str], strategy: Option
     notes += chosen
     resolved_strategy = _strategy(DEFAULTS["strategy"] if strategy is None else strategy,
                                   count, resolved_accelerator, notes)
-    if count > 1 and resolved_strategy.startswith("ddp"):
-        notes.append(f"Multi-{'GPU' if selected else 'process'} (DDP) will be used "
-                     f"automatically: {count} processes.")
+    if count > 1 and resolved_strategy.startswith("ddp") and strategy in (None, "auto"):
+        notes.append(f"No strategy was given, so the {count} "
+                     f"{'GPU ' if selected else ''}processes train with DDP (ddp_notebook).")
     _check_precision(precision, resolved_accelerator, selected)
     notes += _precision_notes(precision, precision_given, resolved_accelerator, selected)
     return Resolved(accelerator=resolved_accelerator, devices=resolved_devices,
@@ -251,9 +251,11 @@ def worker_note(num_workers: int, num_processes: int, cpus: int) -> Optional[str
     ranks = f"each of the {num_processes} ranks" if num_processes > 1 else "the rank"
     if num_processes >= cpus:
         share = "no CPU of its own" if num_processes > cpus else "one CPU, for its training loop"
-        return (f"DataLoader num_workers={num_workers} for {ranks}: with {num_processes} ranks "
-                f"on {cpus} CPUs each rank has {share}, and every worker competes with the "
-                "ranks for them. num_workers=0 loads in the rank itself.")
+        many = (f"with {num_processes} ranks on {cpus} CPUs each rank has {share}"
+                if num_processes > 1 else "with 1 CPU the rank has it for its training loop")
+        return (f"DataLoader num_workers={num_workers} for {ranks}: {many}, and every worker "
+                "competes with the training for the CPUs. num_workers=0 loads in the rank "
+                "itself.")
     per_rank = cpus // num_processes
     if num_workers < per_rank:
         return None

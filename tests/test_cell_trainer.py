@@ -198,6 +198,11 @@ def test_a_damaged_ckpt_path_the_cell_passes_is_refused_before_the_fork(shell, t
     assert offered != cut and os.path.dirname(offered) == os.path.dirname(cut)
     assert zipfile.is_zipfile(offered)
     assert "Training Reg" not in captured.stdout  # nothing was forked
+    result, _ = run(shell, f"trainer.test(model, DataLoader(data, batch_size=32), "
+                           f"ckpt_path={cut!r})", ok=False)
+    message = str(result.error_in_exec)
+    assert "Use the newest whole one with ckpt_path=" in message
+    assert message.endswith("or test without ckpt_path.")
     # a whole one, by its path, resumes as in Lightning
     result, _ = run(shell, f"{CPU2}\ntrainer = pl.Trainer(max_epochs=2)\n"
                            f"trainer.fit(model, DataLoader(data, batch_size=16), "
@@ -391,3 +396,94 @@ found = Tuner(pl.Trainer(max_epochs=1)).scale_batch_size(model, mode="power", ma
                                                          steps_per_trial=1)
 """)
     assert shell.user_ns["found"] == 8 == shell.user_ns["model"].batch_size  # 2 -> 4 -> 8
+
+
+ONE_PROCESS = '''
+import random
+from torch.utils.data import random_split
+
+
+class Jitter(torch.utils.data.Dataset):
+    """Python's `random` at every item, as augmentation libraries use it."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, index):
+        x, y = self.base[index]
+        return x + random.random(), y
+
+
+class SplitData(pl.LightningDataModule):
+    """As in Lightning's data module guide: setup("fit") makes the split, setup("validate")
+    nothing; a later validate uses what the fit's setup made."""
+
+    def setup(self, stage):
+        if stage == "fit":
+            self.train_set, self.val_set = random_split(Jitter(data), [96, 32])
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=16, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_set, batch_size=16)
+
+
+class Cycled(Reg):
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr)
+        steps = self.trainer.estimated_stepping_batches
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=steps),
+            "interval": "step"}}
+'''
+
+ONE_PROCESS_FIT = '''dm = SplitData()
+model = Cycled()
+trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=2, logger=False,
+                     enable_progress_bar=False, default_root_dir={root!r})
+trainer.fit(model, dm)
+'''
+
+LATER = '''validated = trainer.validate(model, dm, verbose=False)
+stepping, stopped = trainer.estimated_stepping_batches, trainer.should_stop
+drawn = (random.random(), float(torch.rand(1)))
+'''
+
+
+def test_one_process_gives_what_plain_lightning_gives_in_the_kernel(shell, tmp_path, no_orphans):
+    """Seeded once at the top of the cell, as a script is: a shuffled loader, python's random in
+    a dataset, a random_split in setup("fit"); then, in a later plain cell, validate (whose
+    setup makes nothing), estimated_stepping_batches, should_stop and the next random draws."""
+    assert shell.run_cell(ONE_PROCESS).success
+    seen = {}
+    for name, head in (("plain", "pl.seed_everything(0)\n"),
+                       ("magic", "%%lightning_train --accelerator cpu --devices 1 --seed 0\n")):
+        run(shell, head + ONE_PROCESS_FIT.format(root=str(tmp_path / name)))
+        run(shell, LATER)
+        seen[name] = {"weights": {k: v.clone() for k, v in shell.ev("model").state_dict().items()},
+                      **{key: shell.ev(key) for key in ("validated", "stepping", "stopped",
+                                                        "drawn")}}
+    plain, magic = seen["plain"], seen["magic"]
+    for key, value in plain["weights"].items():
+        assert torch.equal(magic["weights"][key], value), key
+    assert magic["validated"] == plain["validated"]
+    assert magic["stepping"] == plain["stepping"] == 12 and magic["stopped"] == plain["stopped"]
+    assert magic["drawn"][0] == plain["drawn"][0]  # python's random went on as in the kernel
+    # torch's differs by what plain Lightning's estimated_stepping_batches drew in the kernel
+
+
+def test_fast_dev_run_writes_no_checkpoint_and_no_run_folder(shell, tmp_path, monkeypatch,
+                                                             no_orphans):
+    monkeypatch.chdir(tmp_path)
+    result, captured = run(shell, f"{CPU2}\nmodel = Reg()\ntrainer = pl.Trainer(fast_dev_run=True)"
+                                  "\ntrainer.fit(model, DataLoader(data, batch_size=16))")
+    assert result.result.status == "finished" and result.result.global_step == 1
+    assert "checkpoints in" not in captured.stdout
+    assert any(note.startswith("fast_dev_run: a quick run") for note in result.result.notes)
+    assert not (tmp_path / "lightning_runs").exists() or \
+        not any((tmp_path / "lightning_runs").iterdir())
+    assert result.result.last_model_path is None and result.result.best_model_path is None

@@ -49,7 +49,9 @@ def test_auto_with_gpus_takes_every_gpu_with_ddp_note():
     resolved = r(gpus=TWO)
     assert (resolved.accelerator, resolved.devices, resolved.num_processes) == ("gpu", (0, 1), 2)
     assert resolved.strategy == "ddp_notebook"
-    assert any("Multi-GPU (DDP) will be used automatically" in n for n in resolved.notes)
+    assert "No strategy was given, so the 2 GPU processes train with DDP (ddp_notebook)." in \
+        resolved.notes
+    assert not any("No strategy" in n for n in r(gpus=TWO, strategy="ddp_notebook").notes)
 
 
 def test_single_gpu_run_is_a_single_device_strategy():
@@ -62,7 +64,7 @@ def test_cpu_spec_and_cpu_accelerator_counts():
     assert r(devices="cpu", gpus=TWO).accelerator == "cpu"
     resolved = r(devices="3", accelerator="cpu", gpus=TWO)
     assert (resolved.accelerator, resolved.devices, resolved.num_processes) == ("cpu", 3, 3)
-    assert any("(DDP)" in n for n in resolved.notes)
+    assert any("train with DDP (ddp_notebook)" in n for n in resolved.notes)
 
 
 def test_count_without_gpu_means_cpu_processes_with_a_note():

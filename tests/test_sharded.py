@@ -270,12 +270,17 @@ def test_what_cannot_run_is_refused_before_the_fork(shell, tmp_path):
         shell.run_cell_magic("lightning_train", "--accelerator cpu --devices 2 --strategy "
                              "model_parallel --precision 64",
                              "model = Sharded()\ntrain_loader = loader")
-    with pytest.raises(UsageError, match=r"tensor_parallel_size=2\) needs 4 processes, and "
-                                         r"this run has 2"):
+    with pytest.raises(UsageError, match=r"tensor_parallel_size=2\) is a mesh of 2 x 2 = 4 "
+                                         r"processes, and this run has 2"):
         shell.run_cell_magic("lightning_train", "", "model = Sharded()\ntrainer = pl.Trainer("
                              "accelerator='cpu', devices=2, strategy=ModelParallelStrategy("
                              "data_parallel_size=2, tensor_parallel_size=2))\n"
                              "trainer.fit(model, loader)")
+    with pytest.raises(UsageError, match=r"ModelParallelStrategy\(data_parallel_size=4, "
+                                         r"tensor_parallel_size='auto'\) is a mesh of 4 x 2"):
+        shell.run_cell_magic("lightning_train", "", "trainer = pl.Trainer(accelerator='cpu', "
+                             "devices=2, strategy=ModelParallelStrategy(data_parallel_size=4))\n"
+                             "trainer.predict(Sharded(), loader)")
     assert not live_children()
     cut = tmp_path / "cut.ckpt"
     cut.mkdir()
@@ -371,7 +376,7 @@ def test_fsdp2_predict_with_an_odd_number_of_batches_ends_with_each_batch_once(s
     with capture_output() as captured:
         result = shell.run_cell(f"%%lightning_train --timeout 60\nclass Predicting(Sharded):\n"
                                 "    def forward(self, x):\n        return self.net(x)\n"
-                                "    def predict_step(self, batch, batch_idx):\n"
+                                "    def predict_step(self, batch, batch_idx, dataloader_idx=0):\n"
                                 "        return self(batch[0])\nmodel = Predicting()\n"
                                 f"trainer = pl.{ONE_MESH}\n"
                                 "predicted = trainer.predict(model, odd_loader)")
@@ -380,6 +385,15 @@ def test_fsdp2_predict_with_an_odd_number_of_batches_ends_with_each_batch_once(s
     assert len(predicted) == 9
     for got, want in zip(predicted, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # loaders given as a dict: one list per loader, each batch once
+    with capture_output() as captured:
+        result = shell.run_cell("both = trainer.predict(model, {'a': odd_loader, 'b': odd_loader})")
+    assert result.success, shown(captured)
+    both = shell.user_ns["both"]
+    assert [len(share) for share in both] == [9, 9]
+    for share in both:
+        for got, want in zip(share, expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert not live_children()
 
 

@@ -103,7 +103,7 @@ def test_two_ranks_train_the_users_model(shell, no_orphans):
     # the batch size is rank 0's to tell (the kernel never calls the user's dataloaders)
     assert "Effective batch size: 32 (16 x 2 processes)" in run.notes
     assert not [w for w in run.warnings if "exists and is not empty" in w], run.warnings
-    assert "Multi-process (DDP) will be used automatically" in out
+    assert "No strategy was given, so the 2 processes train with DDP (ddp_notebook)." in out
     for noise in ("GPU available", "💡 Tip", "| Name", "Initializing distributed"):
         assert noise not in captured.stdout + captured.stderr, noise
     assert run.summary and "layer" in run.summary

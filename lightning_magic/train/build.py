@@ -45,7 +45,8 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
             notes.append(f"--{name.replace('_', '-')} {value} replaces the cell's "
                          f"Trainer({name}={user[name]!r}).")
         kwargs[name] = value
-    ckpt_dir, fresh = _run_folder(flags, user, prepared)
+    quick = kwargs.get("fast_dev_run") not in (None, False, 0)  # Lightning saves nothing then
+    ckpt_dir, fresh = _run_folder(flags, user, prepared, create=not quick)
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
                       cwd=prepared.cwd, prepared=prepared)
@@ -55,7 +56,7 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
                   precision=resolved.precision,
                   strategy=make_strategy(space, session, ddp_kwargs),
                   default_root_dir=ckpt_dir)
-    kwargs["callbacks"] = _callbacks(space, user, session, notes)
+    kwargs["callbacks"] = _callbacks(space, user, session, notes, quick)
     kwargs["logger"] = _logger(space, user, session, notes)
     _progress_bar(kwargs, user, flags, notes)
     kwargs.setdefault("enable_model_summary", False)
@@ -124,7 +125,8 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
     return given, ddp_kwargs
 
 
-def _run_folder(flags: Any, user: dict[str, Any], prepared: Any) -> tuple[str, bool]:
+def _run_folder(flags: Any, user: dict[str, Any], prepared: Any,
+                create: bool = True) -> tuple[str, bool]:
     """(the folder, whether the magic made it just now)."""
     from .checkpoints import new_run_dir
 
@@ -133,19 +135,24 @@ def _run_folder(flags: Any, user: dict[str, Any], prepared: Any) -> tuple[str, b
     elif user.get("default_root_dir"):
         path = os.path.abspath(os.path.expanduser(str(user["default_root_dir"])))
     else:
-        return new_run_dir(prepared.cwd, prepared.run_name(), create=not flags.check), True
+        return new_run_dir(prepared.cwd, prepared.run_name(),
+                           create=create and not flags.check), True
     fresh = not os.path.isdir(path) or not os.listdir(path)
     return path, fresh
 
 
 def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
-               notes: list[str]) -> list[Any]:
+               notes: list[str], quick: bool = False) -> list[Any]:
     from . import callbacks
 
     given = user.get("callbacks") or []
     own = list(given) if isinstance(given, (list, tuple)) else [given]
     flags = session.flags
-    if user.get("enable_checkpointing") is False:  # the cell asked for no checkpoint at all
+    if quick and not flags.check:
+        session.keep_last = False
+        notes.append("fast_dev_run: a quick run of the loops that writes no checkpoint, as in "
+                     "Lightning.")
+    elif user.get("enable_checkpointing") is False:  # the cell asked for no checkpoint at all
         session.keep_last = False
         notes.append("Trainer(enable_checkpointing=False): no checkpoint is written, so "
                      "--resume last and the stop button's checkpoint have none to use.")
@@ -159,7 +166,8 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
     if has_checkpoint and monitor is not None:
         notes.append(f"--monitor {monitor} is for the magic's default checkpoint; the cell's "
                      "ModelCheckpoint keeps its own monitor.")
-    if not has_checkpoint and user.get("enable_checkpointing") is not False and not flags.check:
+    if not has_checkpoint and user.get("enable_checkpointing") is not False and not flags.check \
+            and not quick:
         magic.append(space.callbacks.ModelCheckpoint(
             dirpath=session.ckpt_dir, monitor=monitor, mode=mode))
     return own + magic

@@ -189,11 +189,12 @@ class EventReporter(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         total = trainer.num_training_batches
+        self._replicas = data_replicas(trainer)
         self._send(trainer, {
             "kind": "start", "max_epochs": trainer.max_epochs,
             "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
             "total_batches": total if isinstance(total, int) else None,
-            "world_size": trainer.world_size, "replicas": data_replicas(trainer),
+            "world_size": trainer.world_size, "replicas": self._replicas,
             "step": trainer.global_step,
             "epoch": trainer.current_epoch, "batch_size": _loader_batch_size(trainer),
             "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
@@ -202,7 +203,7 @@ class EventReporter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_rank != 0:
             return
-        self._samples += _batch_length(batch) * data_replicas(trainer)
+        self._samples += _batch_length(batch) * getattr(self, "_replicas", trainer.world_size)
         now = time.monotonic()
         if now - self._last_sent < self.min_interval:
             return

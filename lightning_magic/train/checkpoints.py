@@ -76,7 +76,7 @@ def resume_path(flags: TrainFlags, cwd: str, model: Any) -> str:
     return path
 
 
-def check_whole(path: str, given: str, asked: str = "--resume") -> None:
+def check_whole(path: str, given: str, asked: str = "--resume", call: str = "fit") -> None:
     """A checkpoint written by torch.save is a zip archive; a truncated one is not. A distributed
     checkpoint (a sharded strategy's) is a folder with torch's ``.metadata`` and Lightning's
     ``meta.pt``, both written last. ``asked`` is how the user named it: ``--resume`` or
@@ -97,10 +97,11 @@ def check_whole(path: str, given: str, asked: str = "--resume") -> None:
         state = "is empty" if size == 0 else "does not exist" if size < 0 else \
             "is damaged (not a complete torch.save archive; a save was cut short?)"
         other = _whole_neighbour(path)
-        offer = f"Continue from the newest whole one with {naming(other)}" if other else \
+        verb, doing = ("Continue from", "train") if call == "fit" else ("Use", call)
+        offer = f"{verb} the newest whole one with {naming(other)}" if other else \
             f"Give {naming('PATH')} of another checkpoint of the run"
         without = "without --resume" if asked == "--resume" else "without ckpt_path"
-        raise UsageError(f"{naming(given)}: the checkpoint {path} {state}. {offer}, or train "
+        raise UsageError(f"{naming(given)}: the checkpoint {path} {state}. {offer}, or {doing} "
                          f"{without}.")
 
 

@@ -30,6 +30,9 @@ def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, An
     if prepared is not None:
         check_cuda_not_initialized(prepared.cuda_watch, prepared.cell, prepared.cell_number)
     _check_ckpt_path(name, args, kwargs)
+    mesh_check = getattr(trainer.strategy, "check_mesh", None)  # see train.sharded
+    if mesh_check is not None:
+        mesh_check()
     if name != "fit":
         return
     model = args[0] if args else kwargs.get("model")
@@ -64,9 +67,10 @@ def _check_ckpt_path(name: str, args: tuple, kwargs: dict[str, Any]) -> None:
     if not isinstance(path, (str, os.PathLike)):
         return
     text = os.fspath(path)
-    if text in _CKPT_WORDS or text.startswith(_CKPT_WORDS[3] + ":") or "://" in text:
+    word = text.lower()
+    if not text or word in _CKPT_WORDS or word.startswith("registry:") or "://" in text:
         return  # Lightning's own names, and remote files, are Lightning's to resolve
-    check_whole(os.path.abspath(text), text, asked="ckpt_path")
+    check_whole(os.path.abspath(text), text, asked="ckpt_path", call=name)
 
 
 def _overridden(hook: str, model: Any) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import random
 import signal
 import socket
 import sys
@@ -23,7 +24,7 @@ import traceback as tb_module
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from . import callbacks, predictions, transfer
+from . import callbacks, predictions, setups, transfer
 from .interrupts import Presses
 from .leftovers import Reaper, left_running
 from .loggers import continue_logs
@@ -99,20 +100,23 @@ class NotebookLauncher:
                         continue  # another free port, once
                     break
                 if outcome.worker_output is not None:
-                    results = self._recover(outcome, trainer, stage)
+                    given = setups.datamodules(args, kwargs)
+                    results = self._recover(outcome, trainer, stage, given[0] if given else None)
             finally:
                 self.outcome = outcome
                 self.record = launch.end(outcome, list(self.session.kernel_warnings))
+        if self.record.status in ("finished", "interrupted"):  # not a --check dry run
+            setups.record(args, kwargs, stage, (outcome.extra or {}).get("setup_states"))
         if presses.count and self.record.ok:
             self.record.notes.append("Stop was pressed after the ranks had finished: nothing "
                                      "was cut short.")
         return results
 
-    def _recover(self, outcome: Outcome, trainer: Any, stage: str) -> Any:
+    def _recover(self, outcome: Outcome, trainer: Any, stage: str, datamodule: Any) -> Any:
         """Rank 0's results into the kernel's Trainer and model; predict's from every rank."""
         output = outcome.worker_output
         try:
-            transfer.restore(trainer, output, outcome.extra, self)
+            transfer.restore(trainer, output, outcome.extra, self, datamodule)
         except Exception as exc:  # noqa: BLE001 - reported like a rank's failure
             outcome.status, outcome.error = "failed", RankError(**_error_record(0, exc))
             outcome.worker_output = None
@@ -140,6 +144,9 @@ class NotebookLauncher:
         saved_port = os.environ.get("MASTER_PORT")
         os.environ["MASTER_PORT"] = str(port)
         launch.control.beat_all()
+        # a forked child's `random` is reseeded from the OS (random's at-fork hook): one process
+        # takes the kernel's back, so it draws what plain Lightning in the kernel would
+        self._python_random = random.getstate()
         procs: list = []
         self.procs = []
         reaper = Reaper()  # ends what the ranks started if the kernel itself is killed
@@ -210,12 +217,14 @@ class NotebookLauncher:
             if self._strategy.num_processes > 1:  # as Lightning does for several processes
                 _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
             self._strategy._launcher = None  # inside a rank nothing launches again
+            if self._strategy.num_processes == 1:  # several: Lightning's reset_seed, as in DDP
+                random.setstate(self._python_random)
             if rank == 0 and self.session.records:  # a later launch of this Trainer
                 self._collector.ignore(continue_logs(trainer))
-            if self.session.flags.seed is not None:
-                from lightning.fabric.utilities.seed import seed_everything
-
-                seed_everything(self.session.flags.seed, verbose=False)
+            # no seeding here: one process goes on from the kernel's random state, as plain
+            # Lightning in one process does; several are seeded again by Lightning's own
+            # strategies (reset_seed() from the seed_everything of the cell or of --seed)
+            setups.prepare(args, kwargs)  # what earlier launches did to a data module
             status = "finished"
             try:
                 output = function(*args, **kwargs)
@@ -232,7 +241,9 @@ class NotebookLauncher:
             if rank == 0:
                 results.put(pack(move_data_to_device(worker_output, "cpu")))
             elif trainer.state.fn.value == "predict":
-                results.put(pack(("predictions", rank, move_data_to_device(output, "cpu"))))
+                _, group = mesh_shape(self._strategy, self._strategy.num_processes)
+                share = output if rank % group == 0 else []  # its group's first rank speaks
+                results.put(pack(("predictions", rank, move_data_to_device(share, "cpu"))))
             done["ok"] = True
         except BaseException as exc:  # noqa: BLE001 - everything a rank raises is reported
             errors.put(_error_record(rank, exc))

@@ -82,18 +82,20 @@ def trim(output: Any, trainer: Any) -> Any:
     """In a rank, after predict: each loader's list without the outputs of repeated batches,
     every tensor complete (a tensor-parallel output may be a collective still in flight; a
     DTensor is gathered whole, by every rank of its mesh in the same order)."""
-    output = _completed(output)
-    loaders = trainer.predict_dataloaders
-    single = not isinstance(loaders, (list, tuple))
-    loaders = [loaders] if single else list(loaders)
-    lists = [output] if single or len(loaders) == 1 else list(output or [])
+    output = completed(output)
+    combined = getattr(trainer.predict_loop, "_combined_loader", None)
+    loaders = list(combined.flattened) if combined is not None else []  # a dict's too, in order
+    single = len(loaders) == 1  # as Lightning's predictions: one loader, one flat list
+    lists = [output] if single else list(output or [])
     cut = []
     for loader, outputs in zip(loaders, lists):
         share = getattr(getattr(loader, "batch_sampler", None), "_batch_sampler",
                         getattr(loader, "batch_sampler", None))
         real = share.real if isinstance(share, RankShare) else None
         cut.append(outputs[:real] if real is not None and isinstance(outputs, list) else outputs)
-    return cut[0] if single or len(loaders) == 1 else cut
+    if not loaders:
+        return output
+    return cut[0] if single else cut
 
 
 def merge(shares: list[Any], loaders: int = 1, group: int = 1) -> Any:
@@ -114,7 +116,9 @@ def _interleave(shares: list[list[Any]]) -> list[Any]:
     return [shares[position % world][position // world] for position in range(total)]
 
 
-def _completed(output: Any) -> Any:
+def completed(output: Any) -> Any:
+    """Every tensor of ``output`` complete: an in-flight collective waited for, a DTensor
+    gathered whole (a collective of its mesh: every rank calls this in the same order)."""
     import torch
     from lightning.fabric.utilities.apply_func import apply_to_collection
 

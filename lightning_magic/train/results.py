@@ -143,14 +143,17 @@ class TrainingFailed(Exception):
 
     A run the user stopped is not a failure: it reads "Training stopped", in a calm colour."""
 
-    def __init__(self, run: TrainingRun, out: str) -> None:
+    def __init__(self, run: TrainingRun, out: str, in_magic_cell: bool = True) -> None:
         self.run = run
         self.out = out
         if run.status == "interrupted":
             where = run.progress_text()
             self.lead = "Training stopped"
             self.detail = f"{'at ' + where if where else 'as asked'}. The run is on {out}"
-            if run.last_model_path or run.ckpt_dir:
+            if run.last_model_path and not in_magic_cell:
+                self.detail += (f"; call fit again with ckpt_path={out}.last_model_path to "
+                                "continue")
+            elif in_magic_cell and (run.last_model_path or run.ckpt_dir):
                 self.detail += "; run the cell again with --resume last to continue"
             self.detail += "."
         else:

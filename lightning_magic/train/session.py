@@ -64,7 +64,7 @@ class Launch:
         self.run_id = uuid.uuid4().hex[:12]
         self.stack_dir = work_dir()
         self.control = session.control = RunControl(world_size, self.stack_dir)
-        if stage == "fit" and not flags.check:
+        if stage == "fit" and not flags.check and session.keep_last:
             from .checkpoints import write_run_info
 
             write_run_info(session.ckpt_dir, model)  # what --resume last looks for
@@ -90,7 +90,7 @@ class Launch:
     def _notes(self) -> list[str]:
         session, resolved = self.session, self.session.resolved
         where = f" · checkpoints in {session.ckpt_dir}" if self.stage == "fit" \
-            and not session.flags.check else ""
+            and not session.flags.check and session.keep_last else ""
         verb = VERBS["check" if session.flags.check else self.stage]
         lines = [f"{verb} {type(self.model).__name__} on {resolved.describe()}{where}"]
         if not session.records:  # said once per Trainer, not at every call

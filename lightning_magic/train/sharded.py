@@ -133,17 +133,30 @@ class ShardedNotebook:
                 "Lightning's ModelParallelStrategy needs it to shard the model: apply "
                 "fully_shard(layer, mesh=self.device_mesh['data_parallel']) (or "
                 "parallelize_module) to its layers there, or use --strategy ddp_notebook.")
-        dp, tp = mesh_shape(self, self.num_processes)
-        if dp * tp != self.num_processes:
-            raise UsageError(
-                f"ModelParallelStrategy(data_parallel_size={dp}, tensor_parallel_size={tp}) needs "
-                f"{dp * tp} processes, and this run has {self.num_processes}. Give sizes whose "
-                f"product is {self.num_processes}, or --devices {dp * tp}.")
+        self.check_mesh()
         session = self._magic_session
         if session is not None and not self._magic_noted and not session.records:
             self._magic_noted = True
             session.notes.extend(sharding_notes(self, model, self.num_processes,
                                                 str(session.resolved.precision)))
+
+    def check_mesh(self) -> None:
+        """Before any call forks: a mesh whose sizes multiply to the process count."""
+        dp, tp = mesh_shape(self, self.num_processes)
+        if dp * tp != self.num_processes:
+            given = ", ".join(f"{name}_parallel_size={getattr(self, f'_{name}_parallel_size')!r}"
+                              for name in ("data", "tensor"))
+            raise UsageError(
+                f"ModelParallelStrategy({given}) is a mesh of {dp} x {tp} = {dp * tp} processes, "
+                f"and this run has {self.num_processes}. Give sizes whose product is "
+                f"{self.num_processes}, or --devices {dp * tp}.")
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's, with the output complete while it is still on the ranks' devices (a
+        DTensor gathered over its mesh before Lightning moves it to the CPU)."""
+        from .predictions import completed
+
+        return completed(super().predict_step(*args, **kwargs))  # type: ignore[misc]
 
     def predict_share(self) -> tuple[int, int, bool]:
         """Predict's batches go to data-parallel groups (a tensor-parallel group shares its
@@ -184,8 +197,8 @@ def whole_local(tensor: Any) -> Any:
 def settle_metrics(trainer: Any) -> None:
     """On every rank, before rank 0 sends its results: the logged metrics as plain tensors (a
     metric computed under tensor parallel is a DTensor, whose device mesh means nothing in the
-    kernel). One that is not replicated is gathered whole: every rank logs the same metrics, so
-    every rank gathers the same ones, in the same order."""
+    kernel). One that is not replicated is gathered whole, which assumes that every rank logged
+    it (as Lightning's own logging of a DTensor does: it reduces over the ranks)."""
     connector = trainer._logger_connector
     for name in ("_callback_metrics", "_logged_metrics", "_progress_bar_metrics"):
         metrics = getattr(connector, name, None)

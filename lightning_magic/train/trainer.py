@@ -5,7 +5,9 @@ While a ``%%lightning_train`` cell runs, ``Trainer.__init__`` of ``lightning.pyt
 ``pytorch_lightning`` where the cell uses it) is wrapped (``Intercept``): a Trainer the cell makes
 gets the notebook strategy and the magic's callbacks, and becomes a ``MagicTrainer`` whose
 ``fit``/``validate``/``test``/``predict`` run in forked ranks, in this cell and in later ones,
-and raise ``RanksFailed`` (with the run's record) when the ranks did not finish.
+and raise ``RanksFailed`` (with the run's record) when the ranks did not finish: the magic turns
+it into its report. In a later cell without the magic the call binds the record and raises
+``TrainingFailed`` itself.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def magic_class(base: type) -> type:
             "_is_magic_trainer": True, "__module__": base.__module__,
             "__qualname__": base.__qualname__,
             **{name: _entry_point(base, name) for name in ("fit", "validate", "test", "predict")},
+            "estimated_stepping_batches": _stepping_batches(base),
         })
     return _MAGIC[base]
 
@@ -115,6 +118,7 @@ def _entry_point(base: type, name: str) -> Any:
         check_before_call(self, name, args, kwargs)
         if name == "fit":
             kwargs = _with_resume(self, args, kwargs)
+            self._magic_stepping_batches = None  # the ranks compute this fit's own
         launcher = self.strategy.launcher
         launcher.record = None
         result = original(self, *args, **kwargs)
@@ -128,6 +132,18 @@ def _entry_point(base: type, name: str) -> Any:
     method.__name__ = method.__qualname__ = name
     method.__doc__ = original.__doc__
     return method
+
+
+def _stepping_batches(base: type) -> property:
+    """Lightning's ``estimated_stepping_batches``; in the kernel after a fit, whose data stayed
+    in the ranks, rank 0's answer."""
+    computed = base.estimated_stepping_batches
+
+    def estimated_stepping_batches(self: Any) -> Any:
+        known = getattr(self, "_magic_stepping_batches", None)
+        return known if known is not None else computed.fget(self)
+
+    return property(estimated_stepping_batches, doc=computed.__doc__)
 
 
 def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
@@ -145,7 +161,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
         shell.user_ns[out] = record
     if record.report is not None:
         display(record.report)
-    return TrainingFailed(record, out)
+    return TrainingFailed(record, out, in_magic_cell=False)
 
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

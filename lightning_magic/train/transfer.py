@@ -1,13 +1,13 @@
 """What comes back from rank 0 into the kernel's Trainer, so that after the cell it reads like a
 finished Lightning Trainer: the trained weights (strictly: a weight that cannot be matched back is
 an error), the trainer state and loop progress (``current_epoch``, ``global_step``), callback
-metrics, each callback's state (EarlyStopping's ``stopped_epoch``, ModelCheckpoint's
-``best_model_path`` and ``best_k_models``, a user callback's counters), each logger's version,
-and, for one process, the random state (later cells draw what they would have drawn after
-training in the kernel itself).
+metrics, ``should_stop`` and ``estimated_stepping_batches``, each callback's state
+(EarlyStopping's ``stopped_epoch``, ModelCheckpoint's ``best_model_path`` and ``best_k_models``,
+a user callback's counters), each logger's version, and, for one process, the random state
+(later cells draw what they would have drawn after training in the kernel itself).
 
 ``collect`` runs in rank 0; ``restore`` in the kernel. Only plain data crosses: numbers, strings,
-paths, tensors (moved to the CPU) and containers of those.
+paths, tensors (moved to the CPU) and containers of those; never data sets or loaders.
 """
 
 from __future__ import annotations
@@ -37,8 +37,18 @@ def collect(trainer: Any) -> dict[str, Any]:
         v if isinstance(v, (int, str)) else None for v in versions],
         "logged_metrics": _plain(dict(connector.logged_metrics), 0),
         "progress_bar_metrics": _plain(dict(connector.progress_bar_metrics), 0)}
+    extra["should_stop"] = bool(trainer.should_stop)
+    from .setups import captured
+
+    extra["setup_states"] = captured()  # replayed in later launches (see setups)
     if trainer.state.fn.value == "fit":
         extra["fit_loop"] = _plain(trainer.fit_loop.state_dict(), 0)
+        try:  # the fit's data stays in the ranks; the kernel's Trainer answers with this
+            value = trainer.estimated_stepping_batches  # an int, or inf
+            if isinstance(value, (int, float)):
+                extra["estimated_stepping_batches"] = value
+        except Exception:  # noqa: BLE001 - Lightning's own error, when asked in the kernel
+            pass
     # what a tuner (or the user's hooks) set on the module and the data: lr, batch_size, hparams
     extra["module_attributes"] = public_attributes(trainer.lightning_module)
     if trainer.datamodule is not None:
@@ -53,7 +63,10 @@ def collect(trainer: Any) -> dict[str, Any]:
     return extra
 
 
-def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> None:
+def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any,
+            datamodule: Any = None) -> None:
+    """In the kernel; ``datamodule`` is the one the call was given (the kernel's Trainer never
+    attached it)."""
     if output.weights_path is not None:
         io = launcher._strategy.checkpoint_io
         if extra.get("sharded_gather", {}).get("gathered", True):  # else: a note says where
@@ -79,8 +92,12 @@ def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any) -> 
             logger._version = version
     if "fit_loop" in extra:
         trainer.fit_loop.load_state_dict(extra["fit_loop"])
+    if "should_stop" in extra:
+        trainer.should_stop = extra["should_stop"]
+    if "estimated_stepping_batches" in extra:
+        trainer._magic_stepping_batches = extra["estimated_stepping_batches"]
     for owner, key in ((trainer.lightning_module, "module_attributes"),
-                       (trainer.datamodule, "datamodule_attributes")):
+                       (datamodule or trainer.datamodule, "datamodule_attributes")):
         for name, value in (extra.get(key) or {}).items() if owner is not None else ():
             if not _same(getattr(owner, name, _MISSING), value):
                 setattr(owner, name, value)
@@ -208,9 +225,12 @@ def _plain_object(value: Any, depth: int) -> Any:
     """A small object made only of plain data (a tuner's result, say), copied whole."""
     import torch
 
+    from torch.utils.data import DataLoader, Dataset, Sampler
+
     state = getattr(value, "__dict__", None)
-    if state is None or callable(value) or isinstance(value, torch.nn.Module) or len(state) > 64:
-        raise _NotPlain
+    if state is None or callable(value) or len(state) > 64 or \
+            isinstance(value, (torch.nn.Module, Dataset, DataLoader, Sampler)):
+        raise _NotPlain  # data stays in the ranks: a later launch replays its setup (setups)
     copy = object.__new__(type(value))
     copy.__dict__.update({name: _plain(item, depth + 1) for name, item in state.items()})
     return copy

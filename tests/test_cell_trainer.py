@@ -86,6 +86,8 @@ trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=
     trainer, stopper = shell.user_ns["trainer"], shell.user_ns["stopper"]
     # EarlyStopping ran in the ranks, and its state is in the kernel's object
     assert trainer.current_epoch < 20 and stopper.stopped_epoch == trainer.current_epoch - 1
+    assert (f"Training stopped early: EarlyStopping('val_loss') stopped it in epoch "
+            f"{stopper.stopped_epoch + 1} (patience 0).") in run_.notes
     assert stopper.best_score is not None and float(stopper.best_score) > 0
     assert trainer.global_step == trainer.current_epoch * 4 == run_.global_step
     assert trainer.log_every_n_steps == 2  # the cell's own argument, kept
@@ -474,6 +476,16 @@ def test_one_process_gives_what_plain_lightning_gives_in_the_kernel(shell, tmp_p
     assert magic["stepping"] == plain["stepping"] == 12 and magic["stopped"] == plain["stopped"]
     assert magic["drawn"][0] == plain["drawn"][0]  # python's random went on as in the kernel
     # torch's differs by what plain Lightning's estimated_stepping_batches drew in the kernel
+
+
+def test_a_fit_that_max_time_ended_says_so(shell, no_orphans):
+    result, _ = run(shell, f"{CPU2}\nmodel = Reg()\n"
+                           "trainer = pl.Trainer(max_epochs=-1, max_time={'seconds': 1})\n"
+                           "trainer.fit(model, DataLoader(data, batch_size=16))")
+    run_, trainer = result.result, shell.user_ns["trainer"]
+    assert trainer.should_stop and run_.status == "finished"
+    assert f"Training stopped early: max_time (1 s) ran out after step {run_.global_step}." \
+        in run_.notes
 
 
 def test_fast_dev_run_writes_no_checkpoint_and_no_run_folder(shell, tmp_path, monkeypatch,

@@ -56,11 +56,32 @@ def collect(trainer: Any) -> dict[str, Any]:
     from .sharded import gather_extra
 
     extra.update(gather_extra(trainer))  # a sharded model: whether its full state came back
+    why = early_stop(trainer)
+    if why:
+        extra.setdefault("notes", []).append(why)
     if trainer.world_size == 1:
         from lightning.fabric.utilities.seed import _collect_rng_states
 
         extra["rng_states"] = _collect_rng_states(include_cuda=False)
     return extra
+
+
+def early_stop(trainer: Any) -> str:
+    """In rank 0 after a fit that stopped before its limits: which callback stopped it."""
+    if trainer.state.fn.value != "fit" or not trainer.should_stop:
+        return ""
+    for callback in trainer.callbacks:
+        kind = type(callback).__name__
+        if kind == "Timer" and callable(getattr(callback, "time_remaining", None)) and \
+                (callback.time_remaining() or 0) <= 0:
+            duration = getattr(callback, "_duration", None)
+            return (f"Training stopped early: max_time ({duration:g} s) ran out after step "
+                    f"{trainer.global_step}." if duration else
+                    "Training stopped early: max_time ran out.")
+        if kind == "EarlyStopping" and getattr(callback, "stopped_epoch", 0):
+            return (f"Training stopped early: EarlyStopping({callback.monitor!r}) stopped it in "
+                    f"epoch {callback.stopped_epoch + 1} (patience {callback.patience}).")
+    return ""
 
 
 def restore(trainer: Any, output: Any, extra: dict[str, Any], launcher: Any,

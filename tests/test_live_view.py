@@ -413,3 +413,6 @@ def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
 
     shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
     assert shown.startswith("\x1b[0;34mTraining stopped") and "fail" not in shown.lower()
+    stopped.stage = "test"
+    shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
+    assert shown.startswith("\x1b[0;34mTesting stopped") and "--resume" not in shown

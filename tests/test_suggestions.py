@@ -412,6 +412,12 @@ def test_a_stop_reads_as_the_users_choice_not_as_an_error():
     assert "error-color" not in report.html() and "Kernel" not in report.text()
 
 
+def test_a_stopped_predict_reads_as_a_stopped_predict():
+    report = explain(Failure("interrupt", context={"ckpt_dir": "/runs/ckpt", "stage": "predict"}))
+    assert report.title == "Prediction stopped" and report.tone == "notice"
+    assert "Training" not in report.text() and "--resume" not in report.text()
+
+
 def test_interrupted_points_at_resume():
     failure = Failure("interrupt", context={"ckpt_path": "/runs/ckpt/last.ckpt", "ckpt_dir": "/runs/ckpt"})
     report = check(explain(failure), "interrupted", rank=None)

@@ -187,9 +187,20 @@ def timed_out(c: Clues) -> Report | None:
                   traceback_label="Stacks of every rank")
 
 
+STOPPED = {"fit": "Training", "validate": "Validation", "test": "Testing", "predict": "Prediction"}
+
+
 def interrupted(c: Clues) -> Report | None:
     if c.failure.kind != "interrupt":
         return None
+    stage = c.value("stage") or "fit"
+    if stage != "fit":  # validate, test, predict: nothing to continue from
+        doing = STOPPED.get(stage, "The run")
+        return Report("interrupted", f"{doing} stopped",
+                      f"{doing} was stopped, as asked; every rank was stopped with it.",
+                      ["Run the cell again to start it over.",
+                       "Your variables and the model's weights are intact: no restart is needed."],
+                      None, tone="notice")
     what = "Training was stopped, as asked; every rank was stopped with it."
     checkpoint, earlier = c.value("ckpt_path"), c.value("ckpt_earlier")
     error = c.value("ckpt_error")

@@ -44,6 +44,7 @@ class TrainingRun:
     max_epochs: Optional[int] = None  # the limits the run had, when known
     max_steps: Optional[int] = None
     name: str = field(default="lightning_run", repr=False)  # the variable it is bound to (--out)
+    stage: str = field(default="fit", repr=False)  # the Trainer call: fit, validate, test, predict
 
     @property
     def ok(self) -> bool:
@@ -148,9 +149,13 @@ class TrainingFailed(Exception):
         self.out = out
         if run.status == "interrupted":
             where = run.progress_text()
-            self.lead = "Training stopped"
+            from ..suggestions.processes import STOPPED
+
+            self.lead = f"{STOPPED.get(run.stage, 'Training')} stopped"
             self.detail = f"{'at ' + where if where else 'as asked'}. The run is on {out}"
-            if run.last_model_path and not in_magic_cell:
+            if run.stage != "fit":
+                pass  # nothing to continue from
+            elif run.last_model_path and not in_magic_cell:
                 self.detail += (f"; call fit again with ckpt_path={out}.last_model_path to "
                                 "continue")
             elif in_magic_cell and (run.last_model_path or run.ckpt_dir):

@@ -209,6 +209,7 @@ class Launch:
             warnings=warnings_seen, checks=dict(extra.get("check") or {}),
             max_epochs=_limit(getattr(self.trainer, "max_epochs", None)),
             max_steps=_limit(getattr(self.trainer, "max_steps", None)), name=session.flags.out,
+            stage=self.stage,
         )
         if status not in ("finished", "checked"):
             from .failures import report_for

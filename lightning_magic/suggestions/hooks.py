@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 
 from .clues import PRECISION_FLAG, Clues
-from .report import Report
+from .report import DOING, Report
 
 HOOKS = (
     "training_step", "validation_step", "test_step", "predict_step", "configure_optimizers",
@@ -32,17 +32,16 @@ _TEMPLATES = {
     "validation_step": "Add `def validation_step(self, batch, batch_idx):` to the class.",
     "test_step": "Add `def test_step(self, batch, batch_idx):` to the class.",
 }
-# what each Trainer call needs of the module: (what it was doing, the sentence)
+# what each Trainer call needs of the module
 _NEEDS = {
-    "fit": ("training", "`Trainer.fit` needs at least `training_step()`, `configure_optimizers()` "
-                        "and training data (`train_dataloader()` or a DataModule)."),
-    "validate": ("validating", "`Trainer.validate` needs `validation_step()` and validation data "
-                               "(`val_dataloader()`, a DataModule, or `dataloaders=`)."),
-    "test": ("testing", "`Trainer.test` needs `test_step()` and test data (`test_dataloader()`, a "
-                        "DataModule, or `dataloaders=`)."),
-    "predict": ("predicting", "`Trainer.predict` needs `predict_step()` (by default it calls "
-                              "`forward()`) and data (`predict_dataloader()`, a DataModule, or "
-                              "`dataloaders=`)."),
+    "fit": "`Trainer.fit` needs at least `training_step()`, `configure_optimizers()` and training "
+           "data (`train_dataloader()` or a DataModule).",
+    "validate": "`Trainer.validate` needs `validation_step()` and validation data "
+                "(`val_dataloader()`, a DataModule, or `dataloaders=`).",
+    "test": "`Trainer.test` needs `test_step()` and test data (`test_dataloader()`, a DataModule, "
+            "or `dataloaders=`).",
+    "predict": "`Trainer.predict` needs `predict_step()` (by default it calls `forward()`) and "
+               "data (`predict_dataloader()`, a DataModule, or `dataloaders=`).",
 }
 _PRECISIONS = "`32` (the default), `16-mixed`, `bf16-mixed`, `16-true`, `bf16-true`, `64`"
 
@@ -66,11 +65,12 @@ def missing_hook(c: Clues) -> Report | None:
     typo = _misspelling(c, hook)
     module = c.value("module_class")
     owner = f"`{module}`" if module else "your LightningModule"
-    doing, needs = _NEEDS.get(c.value("stage"), _NEEDS["fit"])
+    stage = c.value("stage") if c.value("stage") in _NEEDS else "fit"
+    doing = DOING[stage].lower()
     what = f"{c.who} stopped before {doing}: Lightning found no `{hook}()` on {owner}."
     if typo:
         what += f" It defines `{typo}`, which looks like a misspelling of `{hook}`."
-    what += f"\n{needs}\n{c.raised()}"
+    what += f"\n{_NEEDS[stage]}\n{c.raised()}"
     if typo:
         steps = [f"Rename `{typo}` to `{hook}`."]
         title = f"`{typo}` looks like a misspelled `{hook}`"

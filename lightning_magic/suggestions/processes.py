@@ -7,7 +7,7 @@ import signal as signals
 
 from .clues import RESUME_FLAG, TIMEOUT_FLAG, Clues, signal_name
 from .frames import describe_frame, innermost_user_frame, name_cells, rank_stack
-from .report import Report
+from .report import STOPPED, Report
 
 _OOM_KILLER = (
     "Confirm that the kernel's out-of-memory killer ended it: `dmesg -T | grep -i -E 'killed process|out of memory'` "
@@ -185,9 +185,6 @@ def timed_out(c: Clues) -> Report | None:
     stacks = name_cells(failure.traceback) if failure.traceback else None
     return Report("timeout", title, what, steps, stacks, facts=c.gpu_facts(),
                   traceback_label="Stacks of every rank")
-
-
-STOPPED = {"fit": "Training", "validate": "Validation", "test": "Testing", "predict": "Prediction"}
 
 
 def interrupted(c: Clues) -> Report | None:

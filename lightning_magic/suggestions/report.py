@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("exception", "signal", "exit", "timeout", "interrupt", "cuda_initialized")
+# each Trainer call, as the notes and reports name it: what it is doing, and the thing that stops
+DOING = {"fit": "Training", "validate": "Validating", "test": "Testing", "predict": "Predicting"}
+STOPPED = {"fit": "Training", "validate": "Validation", "test": "Testing", "predict": "Prediction"}
 
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
 

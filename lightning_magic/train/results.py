@@ -149,7 +149,7 @@ class TrainingFailed(Exception):
         self.out = out
         if run.status == "interrupted":
             where = run.progress_text()
-            from ..suggestions.processes import STOPPED
+            from ..suggestions.report import STOPPED
 
             self.lead = f"{STOPPED.get(run.stage, 'Training')} stopped"
             self.detail = f"{'at ' + where if where else 'as asked'}. The run is on {out}"

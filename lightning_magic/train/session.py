@@ -17,12 +17,12 @@ from typing import Any, Literal, Optional
 
 from ..flags import TrainFlags
 from ..hardware import Resolved
+from ..suggestions.report import DOING
 from .leftovers import work_dir
 from .results import TrainingRun
 
 Stage = Literal["fit", "validate", "test", "predict"]
-VERBS = {"fit": "Training", "validate": "Validating", "test": "Testing", "predict": "Predicting",
-         "check": "Checking"}
+VERBS = {**DOING, "check": "Checking"}
 
 
 @dataclass

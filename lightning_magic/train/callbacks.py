@@ -189,12 +189,11 @@ class EventReporter(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         total = trainer.num_training_batches
-        self._replicas = data_replicas(trainer)
         self._send(trainer, {
             "kind": "start", "max_epochs": trainer.max_epochs,
             "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
             "total_batches": total if isinstance(total, int) else None,
-            "world_size": trainer.world_size, "replicas": self._replicas,
+            "world_size": trainer.world_size, "replicas": data_replicas(trainer),
             "step": trainer.global_step,
             "epoch": trainer.current_epoch, "batch_size": _loader_batch_size(trainer),
             "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
@@ -203,7 +202,7 @@ class EventReporter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_rank != 0:
             return
-        self._samples += _batch_length(batch) * getattr(self, "_replicas", trainer.world_size)
+        self._samples += _batch_length(batch) * data_replicas(trainer)
         now = time.monotonic()
         if now - self._last_sent < self.min_interval:
             return
@@ -273,12 +272,9 @@ def torch_threads() -> int:
 def data_replicas(trainer: Any) -> int:
     """How many ranks take different batches: the world size, except where tensor-parallel
     ranks share theirs (a ModelParallelStrategy's data-parallel size)."""
-    try:
-        kwargs = trainer.strategy.distributed_sampler_kwargs
-    except AttributeError:  # a single-device strategy has none
-        kwargs = None
-    replicas = (kwargs or {}).get("num_replicas")
-    return replicas if isinstance(replicas, int) and replicas > 0 else trainer.world_size
+    from .sharded import mesh_shape
+
+    return mesh_shape(trainer.strategy, trainer.world_size)[0]
 
 
 def _loader_batch_size(trainer: Any) -> Optional[int]:

@@ -79,12 +79,12 @@ def share_loader(loader: Any, rank: int, world_size: int, even: bool = False) ->
 
 
 def trim(output: Any, trainer: Any) -> Any:
-    """In a rank, after predict: each loader's list without the outputs of repeated batches,
-    every tensor complete (a tensor-parallel output may be a collective still in flight; a
-    DTensor is gathered whole, by every rank of its mesh in the same order)."""
-    output = completed(output)
+    """In a rank, after predict: each loader's list without the outputs of repeated batches (the
+    outputs are whole already: a sharded strategy completes them in its predict_step)."""
     combined = getattr(trainer.predict_loop, "_combined_loader", None)
     loaders = list(combined.flattened) if combined is not None else []  # a dict's too, in order
+    if not loaders:
+        return output
     single = len(loaders) == 1  # as Lightning's predictions: one loader, one flat list
     lists = [output] if single else list(output or [])
     cut = []
@@ -93,8 +93,6 @@ def trim(output: Any, trainer: Any) -> Any:
                         getattr(loader, "batch_sampler", None))
         real = share.real if isinstance(share, RankShare) else None
         cut.append(outputs[:real] if real is not None and isinstance(outputs, list) else outputs)
-    if not loaders:
-        return output
     return cut[0] if single else cut
 
 

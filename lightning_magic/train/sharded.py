@@ -198,17 +198,17 @@ def settle_metrics(trainer: Any) -> None:
     """On every rank, before rank 0 sends its results: the logged metrics as plain tensors (a
     metric computed under tensor parallel is a DTensor, whose device mesh means nothing in the
     kernel). One that is not replicated is gathered whole, which assumes that every rank logged
-    it (as Lightning's own logging of a DTensor does: it reduces over the ranks)."""
+    it (as Lightning's own logging of a DTensor does: it reduces over the ranks); a replicated
+    one costs no communication."""
+    from .predictions import completed
+
     connector = trainer._logger_connector
     for name in ("_callback_metrics", "_logged_metrics", "_progress_bar_metrics"):
         metrics = getattr(connector, name, None)
         if not isinstance(metrics, dict):
             continue
         for key in sorted(metrics, key=str):
-            value = metrics[key]
-            if hasattr(value, "placements"):
-                local = whole_local(value)
-                metrics[key] = local if local is not None else value.full_tensor()
+            metrics[key] = completed(metrics[key])
 
 
 def _is_fsdp(strategy: Any) -> bool:

@@ -90,6 +90,7 @@ class NotebookLauncher:
         resume = args[4] if stage == "fit" and len(args) > 4 else None
         launch = Launch(self.session, trainer, stage, trainer.lightning_module,
                         self._strategy.num_processes, resume=resume)
+        given = setups.datamodules(args, kwargs)
         outcome, results = Outcome(status="interrupted"), None
         with Presses() as presses:
             try:
@@ -100,13 +101,12 @@ class NotebookLauncher:
                         continue  # another free port, once
                     break
                 if outcome.worker_output is not None:
-                    given = setups.datamodules(args, kwargs)
                     results = self._recover(outcome, trainer, stage, given[0] if given else None)
             finally:
                 self.outcome = outcome
                 self.record = launch.end(outcome, list(self.session.kernel_warnings))
         if self.record.status in ("finished", "interrupted"):  # not a --check dry run
-            setups.record(args, kwargs, stage, (outcome.extra or {}).get("setup_states"))
+            setups.record(given, stage, (outcome.extra or {}).get("setup_states"))
         if presses.count and self.record.ok:
             self.record.notes.append("Stop was pressed after the ranks had finished: nothing "
                                      "was cut short.")

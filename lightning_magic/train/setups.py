@@ -30,11 +30,12 @@ def datamodules(args: tuple, kwargs: dict[str, Any]) -> list[Any]:
     return found
 
 
-def record(args: tuple, kwargs: dict[str, Any], stage: str, captured: Any) -> None:
+def record(given: list[Any], stage: str, captured: Any) -> None:
     """In the kernel, after a launch of ``stage`` whose ranks finished (or were stopped):
-    ``captured`` is rank 0's random state at each data module's setup."""
+    ``given`` are the call's data modules (``datamodules``), ``captured`` rank 0's random state
+    at each one's setup."""
     captured = captured if isinstance(captured, dict) else {}
-    for position, datamodule in enumerate(datamodules(args, kwargs)):
+    for position, datamodule in enumerate(given):
         if position not in captured:
             continue  # its setup never ran (a stop before it): nothing to replay
         try:

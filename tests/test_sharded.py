@@ -146,7 +146,7 @@ def test_trained_weights_are_whole_in_the_kernel_and_equal_a_torchrun_script(she
          "--master-port", str(free_port()), str(script), str(weights)],
         cwd=tmp_path, capture_output=True, text=True, timeout=150,
         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-1000:]  # the error first
     expected = torch.load(weights)
     assert set(expected) == set(kernel)
     untrained = shell.ev("Sharded()").state_dict()

@@ -460,6 +460,19 @@ CLIPPED_JS = """root => {
 }"""
 
 
+def wait_for_idle_kernel(page, info: bool = False) -> None:
+    """Until the current notebook's kernel is connected and idle (with its kernel_info reply,
+    when ``info``); JupyterLab's app object only exists once the page has loaded."""
+    page.wait_for_function(
+        """(info) => { const app = window.jupyterapp;
+                       const panel = app && app.shell.currentWidget;
+                       const kernel = panel && panel.sessionContext && panel.sessionContext.session
+                                      && panel.sessionContext.session.kernel;
+                       return kernel && kernel.connectionStatus === 'connected'
+                              && kernel.status === 'idle' && (!info || kernel.info); }""",
+        arg=info, timeout=120_000)
+
+
 @pytest.fixture(scope="module")
 def ran_notebook(lab, browser):
     """A notebook run top to bottom in the lab: %gpu_status, a run and a failing run."""
@@ -470,12 +483,7 @@ def ran_notebook(lab, browser):
     page = context.new_page()
     page.goto(lab.url.replace("/lab?reset", "/lab/tree/outputs.ipynb?reset"))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_function(
-        """() => { const panel = window.jupyterapp.shell.currentWidget;
-                   const kernel = panel && panel.sessionContext && panel.sessionContext.session
-                                  && panel.sessionContext.session.kernel;
-                   return kernel && kernel.connectionStatus === 'connected'
-                          && kernel.status === 'idle'; }""", timeout=120_000)
+    wait_for_idle_kernel(page)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     try:
         for selector in OUTPUTS.values():
@@ -549,12 +557,7 @@ def test_the_quickstart_opens_unmodified(lab, browser):
     page = context.new_page()
     try:
         page.goto(lab.url.replace("/lab?reset", "/lab/tree/quickstart.ipynb?reset"))
-        page.wait_for_function(
-            """() => { const panel = window.jupyterapp.shell.currentWidget;
-                       const kernel = panel && panel.sessionContext && panel.sessionContext.session
-                                      && panel.sessionContext.session.kernel;
-                       return kernel && kernel.connectionStatus === 'connected'
-                              && kernel.status === 'idle' && kernel.info; }""", timeout=120_000)
+        wait_for_idle_kernel(page, info=True)
         page.wait_for_function(  # the language_info of the kernel's reply is in the model
             "() => window.jupyterapp.shell.currentWidget.model.getMetadata('language_info')"
             ".version !== undefined")

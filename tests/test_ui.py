@@ -194,7 +194,7 @@ def page(lab, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("pageerror", lambda error: errors.append(f"{error}\n{error.stack or ''}"))  # where
     requests = GpuStatusRequests(page)
     page.goto(lab.url)
     page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=60_000)

@@ -9,14 +9,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
-from . import flags as flag_parser
+from .options import flags as flag_parser
 
 
 @magics_class
 class LightningMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        from .train.cuda_watch import CudaWatch
+        from .train.kernel.cuda_watch import CudaWatch
 
         self.cuda_watch = CudaWatch(shell)
 
@@ -57,7 +57,7 @@ class LightningMagics(Magics):
             val_loader = DataLoader(val_set, batch_size=128)
         """
         from . import train
-        from .train.guards import Refused
+        from .train.kernel.guards import Refused
 
         opts = flag_parser.parse(line, self.lightning_train)
         if opts.export is not None:
@@ -72,7 +72,7 @@ class LightningMagics(Magics):
         if run is not None:
             self.shell.user_ns[opts.out] = run
             if not run.ok:
-                from .train.results import TrainingFailed
+                from .train.returns.results import TrainingFailed
 
                 if run.report is not None:
                     display(run.report)
@@ -91,7 +91,7 @@ class LightningMagics(Magics):
 
     def _export(self, opts: Any, cell: str) -> Any:
         """For other machines: their GPUs, not this one's."""
-        from . import hardware
+        from .options import hardware
         from .export import export_cell
 
         gpus, _ = hardware.detect_gpus()

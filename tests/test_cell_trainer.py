@@ -13,7 +13,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from support.processes import live_children
 
-from lightning_magic.train.results import TrainingRun
+from lightning_magic.train.returns.results import TrainingRun
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=
 
 def test_a_call_that_fails_in_a_later_cell_is_bound_and_reported_like_the_magics(shell,
                                                                                  no_orphans):
-    from lightning_magic.train.results import TrainingFailed
+    from lightning_magic.train.returns.results import TrainingFailed
 
     run(shell, f"{CPU2}\nmodel = Reg()\ntrainer = pl.Trainer(max_epochs=1)\n"
                "trainer.fit(model, DataLoader(data, batch_size=16))")

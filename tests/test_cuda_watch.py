@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_magic.train.cuda_watch import CudaWatch, cuda_initialized, guess
+from lightning_magic.train.kernel.cuda_watch import CudaWatch, cuda_initialized, guess
 
 
 @pytest.mark.parametrize("source, reason", [

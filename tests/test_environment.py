@@ -9,7 +9,8 @@ import os
 import pytest
 from support.nvml_standin import GIB, FakeGpu, NvmlSpec
 
-from lightning_magic import hardware, readings
+from lightning_magic.options import hardware
+from lightning_magic import readings
 from lightning_magic.readings import environment
 from lightning_magic.readings.environment import (
     checkpoint_root,

@@ -17,7 +17,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from lightning_magic.export import export_cell
-from lightning_magic.flags import TrainFlags
+from lightning_magic.options.flags import TrainFlags
 from lightning_magic.export.sources import cell_code
 
 VENV_BIN = Path(sys.executable).parent

@@ -11,8 +11,8 @@ import torch
 from support.processes import live_children
 from IPython.utils.capture import capture_output
 
-from lightning_magic.train import launcher
-from lightning_magic.train.results import TrainingFailed
+from lightning_magic.train.launch import launcher
+from lightning_magic.train.returns.results import TrainingFailed
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
-from lightning_magic import flags
+from lightning_magic.options import flags
 from lightning_magic.magic import LightningMagics
 
 PARSER = LightningMagics.lightning_train.parser

@@ -7,7 +7,7 @@ import os
 import pytest
 from IPython.core.error import UsageError
 
-from lightning_magic import flags
+from lightning_magic.options import flags
 from lightning_magic.magic import LightningMagics
 
 

@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from support.nvml_standin import GIB, another_users_process  # noqa: F401 - a fixture
 
 from lightning_magic import readings
-from lightning_magic.hardware import (
+from lightning_magic.options.hardware import (
     Gpu,
     check_torch_can_use_gpus,
     detect_gpus,

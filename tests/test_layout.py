@@ -16,21 +16,19 @@ ALLOWED = {
     "readings": set(),
     "suggestions": set(),
     "view": set(),
-    "export": {"flags", "cells", "cell_names", "choosing"},
+    "source": set(),
+    "options": {"readings"},
+    "export": {"options", "source"},
     "server": {"readings"},
-    "train": {"readings", "suggestions", "view", "flags", "hardware", "cells", "cell_names",
-              "trainer_names", "choosing"},
-    "cells": set(),
-    "cell_names": set(),
-    "choosing": set(),
-    "hardware": {"readings", "flags", "devices"},
-    "devices": {"readings"},
-    "flags": {"flag_values", "trainer_names"},
-    "trainer_names": set(),
-    "flag_values": set(),
-    "magic": {"train", "readings", "view", "export", "flags", "hardware", "suggestions"},
+    "train": {"readings", "suggestions", "view", "options", "source"},
+    "magic": {"train", "readings", "view", "export", "options", "suggestions"},
     "__init__": {"magic"},
 }
+# Inside train/, each room imports only the rooms below it: the kernel's side of the cell, then
+# the launch of its ranks, then what comes back, then the code that runs inside a rank.
+TRAIN_ROOMS = ["kernel", "launch", "returns", "ranks"]
+# The top level holds entry points; everything else lives in a folder named for its concern.
+TOP_LEVEL = {"__init__", "magic"}
 # Third-party packages a folder must never import (at any depth, even inside functions).
 FORBIDDEN = {
     "readings": {"torch", "lightning", "pytorch_lightning", "jupyter_server", "IPython"},
@@ -94,6 +92,35 @@ def test_each_module_imports_only_what_its_folder_allows(path):
             assert top not in FORKING, f"{path.name}:{line} imports {name}: only train/ forks"
 
 
+def room(name: str) -> str | None:
+    """The room of train/ a module name is in (None for train/'s own modules)."""
+    parts = name.split(".")
+    if parts[:2] != ["lightning_magic", "train"] or len(parts) < 4:
+        return None
+    return parts[2] if parts[2] in TRAIN_ROOMS else None
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if p.relative_to(PACKAGE).parts[0] == "train"],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_room_of_train_imports_only_the_rooms_below_it(path):
+    name = ".".join(("lightning_magic",) + path.relative_to(PACKAGE).with_suffix("").parts)
+    here = room(name)
+    for target, line in imports(path):
+        there = room(target)
+        if here is None or there is None or there == here:
+            continue
+        assert TRAIN_ROOMS.index(there) > TRAIN_ROOMS.index(here), (
+            f"{path.relative_to(PACKAGE)}:{line} imports {target}: train/{here} may import only "
+            f"{', '.join(TRAIN_ROOMS[TRAIN_ROOMS.index(here) + 1:]) or 'no other room'}")
+
+
+def test_the_top_level_holds_only_entry_points():
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert top == TOP_LEVEL, f"top-level modules besides the entry points: {sorted(top - TOP_LEVEL)}"
+    rooms = {p.name for p in (PACKAGE / "train").iterdir() if (p / "__init__.py").exists()}
+    assert rooms == set(TRAIN_ROOMS), f"train/ rooms: {sorted(rooms)}"
+
+
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_is_past_the_size_that_asks_for_a_split(path):
     lines = len(path.read_text().splitlines())
@@ -101,9 +128,10 @@ def test_no_module_is_past_the_size_that_asks_for_a_split(path):
 
 
 def test_every_folder_states_its_rule():
-    for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+    for folder in sorted(p.parent for p in PACKAGE.rglob("__init__.py")
+                         if "labextension" not in p.parts and p.parent != PACKAGE):
         doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
-        assert doc and "rule" in doc.lower(), f"{folder.name}/__init__.py states no rule"
+        assert doc and "rule" in doc.lower(), f"{folder.relative_to(PACKAGE)}/__init__.py states no rule"
 
 
 def test_there_is_no_import_cycle():

@@ -10,7 +10,7 @@ import pytest
 from IPython.utils.capture import capture_output
 from support.processes import live_children
 
-from lightning_magic.train import leftovers
+from lightning_magic.train.launch import leftovers
 
 pytestmark = pytest.mark.slow
 

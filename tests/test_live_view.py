@@ -20,7 +20,7 @@ from lightning_magic.view.live import (
     render_chart_svg,
     render_summary_html,
 )
-from lightning_magic.train.results import TrainingRun
+from lightning_magic.train.returns.results import TrainingRun
 
 GIB = 1024**3
 
@@ -409,7 +409,7 @@ def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
     markup = render_summary_html(stopped)
     assert "stopped" in markup and "failed" not in markup and "error-color" not in markup
     assert "epoch 3 of 80" in repr(stopped) and repr(stopped).startswith("TrainingRun stopped")
-    from lightning_magic.train.results import TrainingFailed
+    from lightning_magic.train.returns.results import TrainingFailed
 
     shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
     assert shown.startswith("\x1b[0;34mTraining stopped") and "fail" not in shown.lower()

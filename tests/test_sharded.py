@@ -20,8 +20,8 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from support.processes import live_children
 
-from lightning_magic.train.checkpoints import check_whole
-from lightning_magic.train.results import TrainingFailed
+from lightning_magic.train.launch.checkpoints import check_whole
+from lightning_magic.train.returns.results import TrainingFailed
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
@@ -243,7 +243,7 @@ def test_a_rank_that_hangs_is_ended_by_timeout(shell):
 def test_the_sharding_note_says_what_the_trainer_does_and_hints_only_at_defaults():
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from lightning_magic.train.sharded import sharding_notes
+    from lightning_magic.train.ranks.sharded import sharding_notes
 
     model = torch.nn.Linear(4, 4)
     default = sharding_notes(ModelParallelStrategy(), model, 2, "32-true")[0]

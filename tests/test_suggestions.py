@@ -769,7 +769,7 @@ def test_nan_found_by_anomaly_detection():
 
 
 def test_non_finite_loss_reported_by_the_rank():
-    from lightning_magic.train.callbacks import NonFiniteLoss
+    from lightning_magic.train.ranks.callbacks import NonFiniteLoss
 
     def step():
         raise NonFiniteLoss("the training loss is nan at step 3 (epoch 0, batch 3)")

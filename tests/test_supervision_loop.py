@@ -12,13 +12,13 @@ import types
 
 import pytest
 
-from lightning_magic.train import supervision_loop
-from lightning_magic.train.control import RunControl
-from lightning_magic.train.interrupts import Presses
-from lightning_magic.train.rank import prepare_rank_process
-from lightning_magic.train.supervision import end_ranks
-from lightning_magic.train.supervision_loop import supervise
-from lightning_magic.train.wire import pack
+from lightning_magic.train.launch import supervision_loop
+from lightning_magic.train.launch.control import RunControl
+from lightning_magic.train.launch.interrupts import Presses
+from lightning_magic.train.ranks.rank import prepare_rank_process
+from lightning_magic.train.launch.supervision import end_ranks
+from lightning_magic.train.launch.supervision_loop import supervise
+from lightning_magic.train.returns.wire import pack
 
 CTX = mp.get_context("fork")
 

@@ -10,7 +10,7 @@ from support.processes import live_children
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from lightning_magic.train.results import TrainingRun
+from lightning_magic.train.returns.results import TrainingRun
 
 pytestmark = pytest.mark.slow
 
@@ -233,7 +233,7 @@ def test_a_cell_error_is_the_users_own_traceback(shell):
 
 def test_gpu_readings_for_the_live_view_come_from_nvml(fake_nvml):
     from lightning_magic import readings
-    from lightning_magic.train.events import gpu_event
+    from lightning_magic.train.launch.events import gpu_event
 
     readings.shutdown()
     try:

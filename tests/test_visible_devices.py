@@ -8,7 +8,8 @@ import pytest
 from IPython.core.error import UsageError
 from support.nvml_standin import GIB, FakeGpu, FakeMig, NvmlSpec
 
-from lightning_magic import hardware, readings
+from lightning_magic.options import hardware
+from lightning_magic import readings
 from lightning_magic.readings.environment import visible_devices
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from IPython.core.error import UsageError
 
-from ..cells import cell_number
+from ..source.editor import cell_number
 from .roles import LIGHTNING_PACKAGES, Roles
 from .sources import Unresolved, cell_code, dependencies, earlier_cells
 from .templates import (

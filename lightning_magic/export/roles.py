@@ -2,7 +2,7 @@
 
 The cell is not run: its code is read with ``ast``, and the classes it names are looked up in
 the kernel's namespace (the cells that define them already ran). What each name holds is told
-to ``lightning_magic.choosing``, whose rules and messages are those of ``%%lightning_train``
+to ``lightning_magic.source.choosing``, whose rules and messages are those of ``%%lightning_train``
 itself. Lightning itself is never imported here; ``lightning.pytorch`` and ``pytorch_lightning``
 classes are told apart by the module they come from.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 
-from ..cell_names import bound_names
-from ..choosing import Held, choose_data, choose_model, no_training_data
+from ..source.names import bound_names
+from ..source.choosing import Held, choose_data, choose_model, no_training_data
 
 LIGHTNING_PACKAGES = ("lightning.pytorch", "pytorch_lightning")
 

@@ -17,7 +17,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from ..cell_names import ALWAYS_DEFINED, ModuleNames, statement_binds
+from ..source.names import ALWAYS_DEFINED, ModuleNames, statement_binds
 
 # Cell magics whose body runs as ordinary code in the user's namespace.
 _CODE_CELL_MAGICS = {"time", "capture", "lightning_train"}
@@ -46,7 +46,7 @@ class CellCode:
 
 def earlier_cells(shell, number: int) -> list[tuple[int, str]]:
     """``(execution count, raw source)`` of this session's cells before ``In[number]``, the
-    current one (``cells.cell_number``)."""
+    current one (``source.editor.cell_number``)."""
     raw = shell.history_manager.input_hist_raw
     end = min(number, len(raw))
     return [(n, raw[n]) for n in range(1, end) if raw[n].strip()]

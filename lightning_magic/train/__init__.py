@@ -5,24 +5,15 @@ imports Lightning's trainer machinery. The kernel side prepares (``prepare``: fl
 against the hardware, the checkpoint folder, every pre-fork guard) and runs (``run``: the cell,
 then its training); the ranks run Lightning's own loops.
 
-- ``run``: ``prepare`` and ``run`` of one cell; ``cell``: executing the cell itself.
-- ``trainer``: the cell's Trainer made by the magic (``Intercept``, ``MagicTrainer``);
-  ``build``: its arguments; ``strategies``: Lightning's strategies with the notebook launcher;
-  ``sharded``: model_parallel and FSDP runs; ``namespaces``: ``lightning.pytorch`` and
-  ``pytorch_lightning`` alike.
-- ``session``: what a Trainer keeps from its cell, and one launch's kernel side.
-- ``checkpoints``: where they go, ``--resume``; ``transfer``: rank 0's state into the kernel;
-  ``predictions``: predict's batches shared by the ranks, and merged back in order;
-  ``saving``: checkpoints written atomically; ``loggers``: a logger across a Trainer's calls.
-- ``discovery``: the model and data a cell made; ``guards``: every pre-fork check.
-- ``cuda_watch``: which cell initialized CUDA in the kernel.
-- ``launcher`` (start and end ranks, rank-side work), ``supervision_loop`` (the kernel's wait),
-  ``supervision`` (root cause, stalls, ending process groups), ``interrupts`` (stop presses),
-  ``leftovers`` (what a run leaves behind, the reaper); ``control``: state shared by the kernel
-  and its ranks; ``wire``: what ranks send travels as bytes.
-- ``rank``: code that runs inside a rank; ``callbacks``: the run's Lightning callbacks.
-- ``events``: rank 0 -> kernel progress events; ``failures``: what is known when a run fails.
-- ``results``: ``TrainingRun``, what a cell gives back.
+Four rooms, each importing only the ones after it (``tests/test_layout.py`` checks):
+
+- ``kernel/``: the cell, its Trainer and every pre-fork check, in the kernel.
+- ``launch/``: one launch of ranks as the kernel sees it: the run's folder, start, wait, end.
+- ``returns/``: what comes back: rank 0's state into the kernel, ``TrainingRun``, failures.
+- ``ranks/``: code that runs inside a rank.
+
+Beside them, ``run`` (``prepare`` and ``run`` of one cell, the entry point) and ``namespaces``
+(``lightning.pytorch`` and ``pytorch_lightning`` alike), which every room uses.
 """
 
 from .run import CellResult, prepare, run

@@ -58,6 +58,11 @@ def is_datamodule(obj: Any) -> bool:
     return any(isinstance(obj, space.LightningDataModule) for space in loaded())
 
 
+def overrides(module: Any, hook: str) -> bool:
+    """Whether ``module``'s class defines ``hook`` itself (Lightning's ``is_overridden``)."""
+    return bool(of(module).utilities.model_helpers.is_overridden(hook, module))
+
+
 def unwrap_compiled(obj: Any) -> Any:
     """The LightningModule inside ``torch.compile(module)``, else ``obj`` itself."""
     inner = getattr(obj, "_orig_mod", None)

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..flags import TrainFlags
-from .results import TrainingRun
+from ..options.flags import TrainFlags
+from .returns.results import TrainingRun
 
 
 @dataclass
@@ -34,12 +34,12 @@ class Prepared:
     @property
     def cell_number(self) -> int:
         """The ``In [N]`` of this cell, as the notebook shows it."""
-        from ..cells import cell_number
+        from ..source.editor import cell_number
 
         return cell_number(self.shell, self.cell)
 
     def run_name(self) -> str:
-        from .build import run_name
+        from .kernel.build import run_name
 
         return run_name(self.shell.user_ns, self.before) or "run"
 
@@ -54,9 +54,9 @@ def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
             kernel_id: Optional[str] = None) -> Prepared:
     """Resolve the flags against this machine and check what can be checked before the cell runs
     (a ``UsageError`` names what to fix); nothing of the cell has run yet."""
-    from .. import hardware
-    from . import checkpoints
-    from .discovery import namespace_snapshot
+    from ..options import hardware
+    from .launch import checkpoints
+    from .kernel.discovery import namespace_snapshot
 
     gpus, no_gpu_reason = hardware.detect_gpus()
     given = flags.hardware_given()
@@ -73,8 +73,8 @@ def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
 
 
 def run(prepared: Prepared) -> CellResult:
-    from .cell import execute
-    from .trainer import Intercept, RanksFailed
+    from .kernel.execute import execute
+    from .kernel.trainer import Intercept, RanksFailed
 
     flags, shell = prepared.flags, prepared.shell
     if flags.seed is not None:  # the model the cell builds starts from the same weights too
@@ -97,8 +97,9 @@ def run(prepared: Prepared) -> CellResult:
 def _train_what_the_cell_made(prepared: Prepared, intercept: Any) -> TrainingRun:
     """No Trainer method was called: fit the model and data the cell made, with the Trainer it
     made (for its arguments) or one the magic makes."""
-    from . import guards, namespaces
-    from .discovery import bound_by_cell, discover
+    from .kernel import guards
+    from . import namespaces
+    from .kernel.discovery import bound_by_cell, discover
 
     namespace, flags = prepared.shell.user_ns, prepared.flags
     found = discover(namespace, bound_by_cell(prepared.before, namespace, prepared.cell),

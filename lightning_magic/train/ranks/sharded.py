@@ -124,10 +124,10 @@ class ShardedNotebook:
     def check_before_fork(self, model: Any) -> None:
         """In the kernel, before ``fit`` forks: the module has what the strategy needs; the first
         time, the notes say what is sharded."""
-        from .guards import _overridden
+        from .. import namespaces
 
         kind = "fsdp" if _is_fsdp(self) else "model_parallel"
-        if kind == "model_parallel" and not _overridden("configure_model", model):
+        if kind == "model_parallel" and not namespaces.overrides(model, "configure_model"):
             raise UsageError(
                 f"--strategy model_parallel: {type(model).__name__} has no configure_model(). "
                 "Lightning's ModelParallelStrategy needs it to shard the model: apply "

@@ -89,7 +89,7 @@ class EventPump:
 def gpu_event(indices: Sequence[int]) -> Optional[dict]:
     """Per-rank utilization and memory of the GPUs the ranks use, from the readings sampler."""
     try:
-        from .. import readings
+        from ... import readings
 
         sample = readings.get_sampler().latest()
     except Exception:  # noqa: BLE001 - readings are a nicety of the view

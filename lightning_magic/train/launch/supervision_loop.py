@@ -18,7 +18,7 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from .rank import strip_waiting_main_thread
+from ..ranks.rank import strip_waiting_main_thread
 from .supervision import (
     SETTLE_S,
     STOP_GRACE_S,
@@ -135,7 +135,7 @@ def _loop(watch: _Watch, outcome: Outcome, results: Any, errors: Any,
 
 
 def _take_result(watch: _Watch, outcome: Outcome, results: Any) -> None:
-    from .wire import unpack
+    from ..returns.wire import unpack
 
     output = _read(results)
     if output is None:

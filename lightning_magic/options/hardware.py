@@ -275,7 +275,7 @@ def check_torch_can_use_gpus() -> None:
     use it)."""
     import torch
 
-    from .readings import nvml_status
+    from ..readings import nvml_status
 
     problem = torch_gpu_problem(torch.__version__, torch.version.cuda,
                                 nvml_status().get("cuda_driver_version"),

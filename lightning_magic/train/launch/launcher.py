@@ -24,15 +24,16 @@ import traceback as tb_module
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from . import callbacks, predictions, setups, transfer
+from ..ranks import callbacks, predictions, setups
+from ..returns import transfer
 from .interrupts import Presses
 from .leftovers import Reaper, left_running
-from .loggers import continue_logs
-from .rank import WarningCollector, prepare_rank_process
-from .sharded import mesh_shape, settle_metrics
+from ..ranks.loggers import continue_logs
+from ..ranks.rank import WarningCollector, prepare_rank_process
+from ..ranks.sharded import mesh_shape, settle_metrics
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
-from .wire import pack
+from ..returns.wire import pack
 
 _CLASSES: dict[str, type] = {}
 
@@ -56,7 +57,7 @@ def free_port() -> int:
 
 
 def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
-    from ..suggestions import user_frame_from_traceback
+    from ...suggestions import user_frame_from_traceback
 
     try:
         return user_frame_from_traceback(exc.__traceback__)

@@ -1,7 +1,7 @@
 """Find the LightningModule and the data a ``%%lightning_train`` cell made.
 
 The cell runs in the user's namespace; comparing the namespace before and after tells which names
-the cell bound. The rules, and their messages, are ``lightning_magic.choosing``'s: ``--export``
+the cell bound. The rules, and their messages, are ``lightning_magic.source.choosing``'s: ``--export``
 reads the same choice from the cell's code.
 """
 
@@ -11,9 +11,9 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..cell_names import bound_names
-from ..choosing import Held, choose_data, choose_model
-from . import namespaces
+from ...source.names import bound_names
+from ...source.choosing import Held, choose_data, choose_model
+from .. import namespaces
 
 
 @dataclass

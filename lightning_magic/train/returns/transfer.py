@@ -25,7 +25,7 @@ class WeightsMismatch(RuntimeError):
 
 
 def collect(trainer: Any) -> dict[str, Any]:
-    from .callbacks import MAGIC_CALLBACKS
+    from ..ranks.callbacks import MAGIC_CALLBACKS
 
     states = {}
     for callback in trainer.callbacks:
@@ -38,7 +38,7 @@ def collect(trainer: Any) -> dict[str, Any]:
         "logged_metrics": _plain(dict(connector.logged_metrics), 0),
         "progress_bar_metrics": _plain(dict(connector.progress_bar_metrics), 0)}
     extra["should_stop"] = bool(trainer.should_stop)
-    from .setups import captured
+    from ..ranks.setups import captured
 
     extra["setup_states"] = captured()  # replayed in later launches (see setups)
     if trainer.state.fn.value == "fit":
@@ -53,7 +53,7 @@ def collect(trainer: Any) -> dict[str, Any]:
     extra["module_attributes"] = public_attributes(trainer.lightning_module)
     if trainer.datamodule is not None:
         extra["datamodule_attributes"] = public_attributes(trainer.datamodule)
-    from .sharded import gather_extra
+    from ..ranks.sharded import gather_extra
 
     extra.update(gather_extra(trainer))  # a sharded model: whether its full state came back
     why = early_stop(trainer)
@@ -136,7 +136,7 @@ def load_weights(module: Any, state: dict[str, Any]) -> None:
     if set(state) != set(own):
         state = {_uncompiled(key, own): value for key, value in state.items()}
     if set(state) - set(own) and _makes_layers(module):
-        from .sharded import materialize
+        from ..ranks.sharded import materialize
 
         refused = materialize(module)
         if refused:
@@ -165,11 +165,10 @@ def load_weights(module: Any, state: dict[str, Any]) -> None:
 
 
 def _makes_layers(module: Any) -> bool:
-    from . import namespaces
+    from .. import namespaces
 
     try:
-        space = namespaces.of(module)
-        return bool(space.utilities.model_helpers.is_overridden("configure_model", module))
+        return namespaces.overrides(module, "configure_model")
     except Exception:  # noqa: BLE001 - not a LightningModule of a known namespace
         return False
 
@@ -220,7 +219,7 @@ def _plain(value: Any, depth: int) -> Any:
     if isinstance(value, PLAIN):
         return value
     if isinstance(value, torch.Tensor):
-        from .sharded import whole_local
+        from ..ranks.sharded import whole_local
 
         local = whole_local(value)  # a DTensor's mesh means nothing in the kernel
         if local is None:

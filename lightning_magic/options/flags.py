@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional, Union
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import flag_values as check
-from .trainer_names import canonical_accelerator, canonical_precision
+from . import values as check
+from .names import canonical_accelerator, canonical_precision
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
 PRECISION_CHOICES = ("32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "32-true",

@@ -16,7 +16,7 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from . import namespaces
+from .. import namespaces
 from .build import trainer_arguments
 
 
@@ -80,7 +80,7 @@ class Intercept:
 def build(trainer: Any, original: Any, kwargs: dict[str, Any], session: Any) -> None:
     """Lightning's own ``__init__`` with the merged arguments; its kernel-side warnings are kept
     for the run (once each) instead of the cell."""
-    from .rank import quiet_lightning_logs, restore_logs
+    from ..ranks.rank import quiet_lightning_logs, restore_logs
 
     previous = quiet_lightning_logs()
     try:
@@ -153,7 +153,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
     from IPython import get_ipython
     from IPython.display import display
 
-    from .results import TrainingFailed
+    from ..returns.results import TrainingFailed
 
     out = trainer._lightning_magic.flags.out
     shell = get_ipython()
@@ -166,7 +166,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``--resume`` for a fit that names no ``ckpt_path`` of its own."""
-    from .checkpoints import resume_path
+    from ..launch.checkpoints import resume_path
 
     session = trainer._lightning_magic
     if session.flags.resume is None or kwargs.get("ckpt_path") or len(args) > 4:

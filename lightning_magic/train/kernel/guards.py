@@ -13,7 +13,7 @@ from .discovery import Found
 def check_before_fork(found: Found) -> None:
     """Refuse, with the fix, what would otherwise fail in every rank (CUDA initialized in the
     kernel is refused by the magic, which knows the cells)."""
-    from . import namespaces
+    from .. import namespaces
 
     model = namespaces.unwrap_compiled(found.model)
     _check_hooks(model)
@@ -23,7 +23,7 @@ def check_before_fork(found: Found) -> None:
 def check_before_call(trainer: Any, name: str, args: tuple, kwargs: dict[str, Any]) -> None:
     """Before a Trainer method forks its ranks: CUDA untouched in the kernel, and for ``fit`` a
     module with the hooks Lightning needs and data to train on."""
-    from . import namespaces
+    from .. import namespaces
 
     session = trainer._lightning_magic
     prepared = session.prepared
@@ -60,7 +60,7 @@ def _check_ckpt_path(name: str, args: tuple, kwargs: dict[str, Any]) -> None:
     every rank would fail on it."""
     import os
 
-    from .checkpoints import check_whole
+    from ..launch.checkpoints import check_whole
 
     position = _CKPT_POSITION[name]
     path = args[position] if len(args) > position else kwargs.get("ckpt_path")
@@ -74,10 +74,9 @@ def _check_ckpt_path(name: str, args: tuple, kwargs: dict[str, Any]) -> None:
 
 
 def _overridden(hook: str, model: Any) -> bool:
-    from . import namespaces
+    from .. import namespaces
 
-    space = namespaces.of(model)
-    return space.utilities.model_helpers.is_overridden(hook, model)
+    return namespaces.overrides(model, hook)
 
 
 def _check_hooks(model: Any) -> None:
@@ -100,7 +99,7 @@ def _close_names(cls: type, wanted: list[str]) -> str:
 
 
 def _check_training_data(model: Any, train: Any, datamodule: Any) -> None:
-    from ..choosing import no_training_data
+    from ...source.choosing import no_training_data
 
     if train is None and datamodule is None and not _overridden("train_dataloader", model):
         raise UsageError(no_training_data(type(model).__name__))
@@ -131,7 +130,7 @@ def check_cuda_not_initialized(cuda_watch: Any, cell: str, cell_number: int) -> 
     else:
         where = f" It happened in cell [{culprit.cell}]: {culprit.reason}"
         where += f" ({culprit.source_line})." if culprit.source_line else "."
-    from ..suggestions import Failure, explain
+    from ...suggestions import Failure, explain
 
     context = {"cuda_culprit": {"cell": culprit.cell, "reason": culprit.reason}} \
         if culprit is not None else {}

@@ -16,8 +16,8 @@ HARDWARE = ("accelerator", "devices", "strategy", "precision")
 def trainer_arguments(space: ModuleType, user: dict[str, Any],
                       prepared: Any) -> tuple[dict[str, Any], Any]:
     """(the kwargs for Lightning's ``Trainer.__init__``, the Trainer's ``Session``)."""
-    from .. import hardware
-    from .session import Session
+    from ...options import hardware
+    from ..launch.session import Session
 
     flags, notes = prepared.flags, []
     _check_cell_arguments(user)
@@ -36,7 +36,7 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     if resolved.accelerator == "gpu":
         hardware.check_torch_can_use_gpus()
     if resolved.strategy in ("fsdp", "model_parallel"):
-        from .sharded import check_hardware
+        from ..ranks.sharded import check_hardware
 
         check_hardware(resolved)
     kwargs = dict(user)
@@ -50,7 +50,7 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
                       cwd=prepared.cwd, prepared=prepared)
-    from .strategies import make_strategy
+    from ..launch.strategies import make_strategy
 
     kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),
                   precision=resolved.precision,
@@ -80,7 +80,7 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
                                                                            dict[str, Any]]:
     """The cell's accelerator/devices/strategy/precision as flag values, and the DDP arguments
     of a DDPStrategy object it gave."""
-    from ..trainer_names import canonical_accelerator, canonical_precision
+    from ...options.names import canonical_accelerator, canonical_precision
 
     given, ddp_kwargs = {}, {}
     accelerator = user.get("accelerator")
@@ -105,7 +105,7 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
     if isinstance(strategy, str):
         given["strategy"] = strategy
     elif strategy is not None:
-        from .sharded import cell_strategy
+        from ..ranks.sharded import cell_strategy
 
         sharded = cell_strategy(space, strategy)
         if sharded is not None:  # kept whole: every argument the cell gave it
@@ -128,7 +128,7 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
 def _run_folder(flags: Any, user: dict[str, Any], prepared: Any,
                 create: bool = True) -> tuple[str, bool]:
     """(the folder, whether the magic made it just now)."""
-    from .checkpoints import new_run_dir
+    from ..launch.checkpoints import new_run_dir
 
     if flags.ckpt_dir is not None:
         path = os.path.abspath(os.path.expanduser(flags.ckpt_dir))
@@ -143,7 +143,7 @@ def _run_folder(flags: Any, user: dict[str, Any], prepared: Any,
 
 def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
                notes: list[str], quick: bool = False) -> list[Any]:
-    from . import callbacks
+    from ..ranks import callbacks
 
     given = user.get("callbacks") or []
     own = list(given) if isinstance(given, (list, tuple)) else [given]
@@ -199,7 +199,7 @@ def _progress_bar(kwargs: dict[str, Any], user: dict[str, Any], flags: Any,
 
 def run_name(namespace: dict[str, Any], before: dict[str, int]) -> Optional[str]:
     """The class name of the one LightningModule the cell has bound so far, if there is one."""
-    from . import namespaces
+    from .. import namespaces
 
     made = {type(namespaces.unwrap_compiled(v)).__name__ for k, v in namespace.items()
             if not k.startswith("_") and before.get(k) != id(v)

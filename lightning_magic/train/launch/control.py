@@ -79,7 +79,7 @@ class RunControl:
 
     def crash_stack(self, rank: int) -> str:
         """The Python stack faulthandler wrote when the rank crashed (SIGSEGV, SIGABRT, ...)."""
-        from .rank import strip_waiting_main_thread
+        from ..ranks.rank import strip_waiting_main_thread
 
         return strip_waiting_main_thread(_tail(self.crash_file(rank), 1000))
 

@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from ..flags import TrainFlags
-from ..hardware import Resolved
-from ..suggestions.report import DOING
+from ...options.flags import TrainFlags
+from ...options.hardware import Resolved
+from ...suggestions.report import DOING
 from .leftovers import work_dir
-from .results import TrainingRun
+from ..returns.results import TrainingRun
 
 Stage = Literal["fit", "validate", "test", "predict"]
 VERBS = {**DOING, "check": "Checking"}
@@ -54,7 +54,7 @@ class Launch:
 
     def __init__(self, session: Session, trainer: Any, stage: Stage, model: Any,
                  world_size: int, resume: Optional[str] = None) -> None:
-        from ..view.live import LiveView
+        from ...view.live import LiveView
         from .control import RunControl
         from .events import EventPump
 
@@ -120,7 +120,7 @@ class Launch:
 
     def _publish(self) -> Any:
         """Make the run visible to the Jupyter server (``/gpu-status`` lists it under ``runs``)."""
-        from ..readings.runs import PublishedRun
+        from ...readings.runs import PublishedRun
 
         resolved = self.session.resolved
         state = {"run_id": self.run_id, "kernel_id": self.session.kernel_id, "pid": os.getpid(),
@@ -172,8 +172,8 @@ class Launch:
                                      getattr(self.trainer, "accumulate_grad_batches", 1))
         if effective:
             notes.append(effective)
-        from .. import hardware
-        from ..readings.environment import cpus_available
+        from ...options import hardware
+        from ...readings.environment import cpus_available
 
         workers = event.get("num_workers")
         note = hardware.worker_note(workers, self.world_size, cpus_available()) \
@@ -186,7 +186,7 @@ class Launch:
         return notes
 
     def _record(self, outcome: Any, elapsed: float, kernel_warnings: list[str]) -> TrainingRun:
-        from .callbacks import scalar_metrics
+        from ..ranks.callbacks import scalar_metrics
 
         session, resolved, extra = self.session, self.session.resolved, outcome.extra or {}
         output = outcome.worker_output
@@ -212,7 +212,7 @@ class Launch:
             stage=self.stage,
         )
         if status not in ("finished", "checked"):
-            from .failures import report_for
+            from ..returns.failures import report_for
 
             run.report = report_for(outcome, self)
             run.traceback = outcome.error.traceback if outcome.error else run.report.traceback

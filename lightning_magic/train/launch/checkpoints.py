@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
-from ..flags import TrainFlags
+from ...options.flags import TrainFlags
 
 RUN_INFO = "run.json"
 DISTRIBUTED_METADATA = (".metadata", "meta.pt")  # torch.distributed.checkpoint's, Lightning's
@@ -23,7 +23,7 @@ DISTRIBUTED_METADATA = (".metadata", "meta.pt")  # torch.distributed.checkpoint'
 
 def runs_root(cwd: str) -> str:
     """The folder that holds one folder per run (the server reports this same folder's disk)."""
-    from ..readings.environment import checkpoint_root
+    from ...readings.environment import checkpoint_root
 
     return str(checkpoint_root(cwd))
 

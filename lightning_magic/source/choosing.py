@@ -1,5 +1,5 @@
 """Which model a ``%%lightning_train`` cell trains and which data it trains on: the rules and
-their messages, once, for training (``train.discovery``, which sees the objects the cell made)
+their messages, once, for training (``train.kernel.discovery``, which sees the objects the cell made)
 and for ``--export`` (``export.roles``, which reads the cell's code without running it).
 
 Each side describes what a name holds as a :class:`Held`; the rules below pick from those.

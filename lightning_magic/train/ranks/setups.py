@@ -16,7 +16,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from . import namespaces
+from .. import namespaces
 
 _DONE: "weakref.WeakKeyDictionary[Any, list[tuple[str, Any]]]" = weakref.WeakKeyDictionary()
 _CAPTURED: dict[int, Any] = {}  # in a rank: datamodule position -> random state at its setup

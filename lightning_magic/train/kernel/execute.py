@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from ..cells import compile_cell
+from ...source.editor import compile_cell
 
 VALUE = "__lightning_magic_cell_value__"
 

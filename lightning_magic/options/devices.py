@@ -82,8 +82,8 @@ def gpu_list(gpus: Sequence[Gpu]) -> str:
 
 def detect_gpus() -> tuple[Inventory, str]:
     """The GPUs this kernel may use (CUDA order), and why there are none when the list is empty."""
-    from .readings.environment import describe_environment, visible_devices
-    from .readings.sampler import no_gpu_reason, read_gpus
+    from ..readings.environment import describe_environment, visible_devices
+    from ..readings.sampler import no_gpu_reason, read_gpus
 
     readings_gpus = read_gpus()
     visibility = visible_devices(readings_gpus)

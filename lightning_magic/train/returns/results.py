@@ -134,7 +134,7 @@ class TrainingRun:
         printer.text(repr(self))
 
     def _repr_html_(self) -> str:
-        from ..view.render import render_summary_html
+        from ...view.render import render_summary_html
 
         return render_summary_html(self)
 
@@ -149,7 +149,7 @@ class TrainingFailed(Exception):
         self.out = out
         if run.status == "interrupted":
             where = run.progress_text()
-            from ..suggestions.report import STOPPED
+            from ...suggestions.report import STOPPED
 
             self.lead = f"{STOPPED.get(run.stage, 'Training')} stopped"
             self.detail = f"{'at ' + where if where else 'as asked'}. The run is on {out}"

@@ -30,7 +30,7 @@ def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
     }
     if resolved.strategy in ("fsdp", "model_parallel"):
         try:
-            from .sharded import model_bytes
+            from ..ranks.sharded import model_bytes
 
             context["model_bytes"] = model_bytes(model)[1]
         except Exception:  # noqa: BLE001 - context is best effort
@@ -54,7 +54,7 @@ def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
         _log.debug("/dev/shm unreadable for the failure report", exc_info=True)
     if resolved.accelerator == "gpu":
         try:
-            from .. import readings
+            from ... import readings
 
             context["gpu_memory"] = [
                 {"index": g.get("index"), "name": g.get("name"),
@@ -67,7 +67,7 @@ def failure_context(launch: Any, outcome: Any = None) -> dict[str, Any]:
 
 
 def failure_of(outcome: Any, launch: Any, context: Optional[dict[str, Any]] = None) -> Any:
-    from ..suggestions import Failure
+    from ...suggestions import Failure
 
     context = failure_context(launch, outcome) if context is None else context
     world = launch.world_size
@@ -96,7 +96,7 @@ def failure_of(outcome: Any, launch: Any, context: Optional[dict[str, Any]] = No
 
 
 def report_for(outcome: Any, launch: Any) -> Any:
-    from ..suggestions import explain
+    from ...suggestions import explain
 
     return explain(failure_of(outcome, launch))
 

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from .launcher import launcher_class
-from .sharded import ShardedNotebook
+from ..ranks.sharded import ShardedNotebook
 
 _CLASSES: dict[tuple[str, str, type], type] = {}
 
@@ -42,7 +42,7 @@ class _Notebook:
         return self.global_rank, getattr(self, "world_size", 1), False
 
     def process_dataloader(self, dataloader: Any) -> Any:
-        from .predictions import share_loader
+        from ..ranks.predictions import share_loader
 
         dataloader = super().process_dataloader(dataloader)  # type: ignore[misc]
         if self._predicting() and getattr(self, "world_size", 1) > 1:
@@ -96,7 +96,7 @@ def make_strategy(space: ModuleType, session: Any, ddp_kwargs: dict[str, Any]) -
     resolved = session.resolved
     if resolved.strategy in ("fsdp", "model_parallel"):
         given = ddp_kwargs.get("cell_strategy")
-        from .sharded import cell_strategy
+        from ..ranks.sharded import cell_strategy
 
         if given is not None and cell_strategy(space, given) != resolved.strategy:
             given = None  # a flag chose another strategy (the note says so)

@@ -1,0 +1,12 @@
+"""Code that runs inside a forked rank.
+
+The rule of this room: it is what a rank runs besides Lightning's own loops, and it knows nothing
+of the kernel's side: it imports no other room of train/.
+
+- ``rank``: process setup after the fork, output capture, warnings kept once.
+- ``callbacks``: the Lightning callbacks the magic adds (history, events, heartbeat and stop,
+  ``last.ckpt``); ``saving``: checkpoints written atomically.
+- ``loggers``: a logger across a Trainer's launches; ``setups``: a data module's setup history,
+  replayed; ``predictions``: predict's batches shared by the ranks, and merged back in order.
+- ``sharded``: model_parallel and FSDP runs (strategy, notes, gathering full weights).
+"""

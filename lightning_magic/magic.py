@@ -56,6 +56,7 @@ class LightningMagics(Magics):
             train_loader = DataLoader(train_set, batch_size=64, shuffle=True)
             val_loader = DataLoader(val_set, batch_size=128)
         """
+        __tracebackhide__ = True  # an error in the cell's code starts at the cell
         from . import train
         from .train.kernel.guards import Refused
 

@@ -334,3 +334,13 @@ def test_interrupt_during_validation_stops_every_rank(shell, tmp_path):
     assert run.epochs == 0  # stopped in the first validation, not after the 5 s grace
     assert not live_children()
     next_run_works(shell)
+
+
+def test_a_misspelled_name_in_a_rank_gets_did_you_mean(shell):
+    """Python 3.11 gives the hint only from its own excepthook, which a rank's report does not
+    pass through: the report must say it."""
+    run, _ = failing_run(shell, "    learning_rate = 0.1\n    print(learning_rat)")
+    assert run.report.key == "name_error", run.report.text()
+    assert "Did you mean: 'learning_rate'?" in run.report.what_happened
+    assert "Write `learning_rate` instead of `learning_rat`" in " ".join(run.report.what_to_do)
+    next_run_works(shell)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from . import cuda, data, distributed, hooks, processes, tensors
+from . import cuda, data, distributed, hooks, names, processes, tensors
 from .clues import DEVICES_FLAG, Clues
 from .frames import user_frame_from_traceback
 from .report import KINDS, Failure, Report
@@ -35,6 +35,7 @@ _EXCEPTIONS = (
     cuda.bad_device,
     processes.openmp_fork,
     *hooks.RULES,
+    names.name_error,
     *tensors.RULES,
     distributed.process_group,
     processes.exited,  # sys.exit() in the user's code

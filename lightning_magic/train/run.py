@@ -73,6 +73,7 @@ def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
 
 
 def run(prepared: Prepared) -> CellResult:
+    __tracebackhide__ = True  # an error in the cell's code starts at the cell
     from .kernel.execute import execute
     from .kernel.trainer import Intercept, RanksFailed
 

@@ -66,6 +66,9 @@ def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
 
 
 def _error_record(rank: int, exc: BaseException) -> dict[str, Any]:
+    from ...suggestions.names import note_did_you_mean
+
+    note_did_you_mean(exc)  # in the rank, where the frame's names are
     return {"rank": rank, "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "message": str(exc),
             "traceback": "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__)),

@@ -11,7 +11,8 @@ then its training); the ranks run Lightning's own loops.
   ``sharded``: model_parallel and FSDP runs; ``namespaces``: ``lightning.pytorch`` and
   ``pytorch_lightning`` alike.
 - ``session``: what a Trainer keeps from its cell, and one launch's kernel side.
-- ``checkpoints``: where they go, ``--resume``; ``transfer``: rank 0's state into the kernel;
+- ``checkpoints``: run folders, ``--resume``; ``placement``: where checkpoints go, as in plain
+  Lightning; ``transfer``: rank 0's state into the kernel;
   ``predictions``: predict's batches shared by the ranks, and merged back in order;
   ``saving``: checkpoints written atomically; ``loggers``: a logger across a Trainer's calls.
 - ``discovery``: the model and data a cell made; ``guards``: every pre-fork check.

@@ -122,15 +122,16 @@ def test_checkpoints_go_where_plain_lightning_puts_them(shell, tmp_path, monkeyp
     assert not live_children()
 
 
-def test_the_loggers_version_is_the_one_a_failed_run_wrote(shell, no_orphans):
+@pytest.mark.parametrize("logger", ["", ", logger=CSVLogger('logs')"], ids=["default", "own"])
+def test_the_loggers_version_is_the_one_a_failed_run_wrote(shell, logger, no_orphans):
     with capture_output():
         result = shell.run_cell("%%lightning_train --accelerator cpu --devices 2\nmodel = Broken()\n"
-                                "trainer = pl.Trainer(max_epochs=1, logger=CSVLogger('logs'))\n"
+                                f"trainer = pl.Trainer(max_epochs=1{logger})\n"
                                 "trainer.fit(model, DataLoader(data, batch_size=16))")
     assert not result.success
     log_dir = shell.user_ns["trainer"].logger.log_dir
-    assert log_dir == os.path.join("logs", "lightning_logs", "version_0")
-    assert os.path.isdir(log_dir), os.listdir(os.path.join("logs", "lightning_logs"))
+    assert os.path.basename(log_dir) == "version_0"
+    assert os.path.isdir(log_dir), os.listdir(os.path.dirname(log_dir))
 
 
 def test_a_cell_that_fails_before_training_leaves_no_run_folder(shell, no_orphans):

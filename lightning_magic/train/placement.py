@@ -73,9 +73,12 @@ def earlier_folders(trainer: Any) -> list[str]:
 
 
 def before_launch(session: Any, trainer: Any, stage: str) -> None:
-    """In the kernel, before the fork: the loggers' versions fixed and, for a fit placed as in
-    Lightning, the folder of its checkpoints (the session's ``ckpt_dir``)."""
+    """In the kernel, before the fork: the loggers' versions fixed, the magic's run folder made
+    (it is the Trainer's ``default_root_dir``) and, for a fit placed as in Lightning, the folder
+    of its checkpoints (the session's ``ckpt_dir``)."""
     fix_versions(trainer)
+    if session.placement == "run" and not session.flags.check and not trainer.fast_dev_run:
+        os.makedirs(session.ckpt_dir, exist_ok=True)  # the Trainer's default_root_dir, log_dir
     if stage == "fit" and session.placement == "lightning":
         folder = lightning_folder(trainer)
         if folder is not None:

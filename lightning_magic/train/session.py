@@ -157,7 +157,7 @@ class Launch:
                 self.published.remove()
             shutil.rmtree(self.stack_dir, ignore_errors=True)
         record = self._record(outcome, time.perf_counter() - self.started, kernel_warnings)
-        if not record.ok and self.stage == "fit" and self.session.fresh_dir \
+        if not record.ok and self.session.fresh_dir \
                 and self.session.flags.ckpt_dir is None:
             from .placement import remove_if_unused
 

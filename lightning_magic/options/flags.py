@@ -180,8 +180,9 @@ def declare(func: Callable) -> Callable:
                  help="Run N batches (default 1) of train and validation as a smoke test."),
         argument("--seed", metavar="N", help="seed_everything(N) in every rank."),
         argument("--ckpt-dir", metavar="DIR",
-                 help="Where checkpoints go (default: a new folder under lightning_runs/ next "
-                      "to the notebook); it must be a directory you can write, or creatable."),
+                 help="The run's folder (the Trainer's default_root_dir): checkpoints, last.ckpt, "
+                      "default logs. Default: Lightning's placement for a cell with a logger or "
+                      "default_root_dir, else a new folder under lightning_runs/."),
         argument("--resume", metavar="{last,PATH}",
                  help="Continue from the last checkpoint of --ckpt-dir ('last') or from PATH, "
                       "optimizer state included."),

@@ -65,7 +65,7 @@ def prepare(flags: TrainFlags, shell: Any, cell: str, cuda_watch: Any,
     if resolved.accelerator == "gpu" and ("accelerator" in given or "devices" in given):
         hardware.check_torch_can_use_gpus()
     cwd = os.getcwd()
-    checkpoints.check_resume(flags, cwd)
+    checkpoints.check_resume(flags, cwd, cell)
     _check_logger(flags)
     return Prepared(flags=flags, shell=shell, cell=cell, cuda_watch=cuda_watch, cwd=cwd,
                     gpus=gpus, no_gpu_reason=no_gpu_reason, kernel_id=kernel_id,

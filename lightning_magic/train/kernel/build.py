@@ -45,17 +45,18 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
             notes.append(f"--{name.replace('_', '-')} {value} replaces the cell's "
                          f"Trainer({name}={user[name]!r}).")
         kwargs[name] = value
-    quick = kwargs.get("fast_dev_run") not in (None, False, 0)  # Lightning saves nothing then
-    ckpt_dir, fresh = _run_folder(flags, user, prepared, create=not quick)
+    ckpt_dir, fresh, placement = _run_folder(flags, user, prepared, notes)
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
-                      cwd=prepared.cwd, prepared=prepared)
+                      cwd=prepared.cwd, prepared=prepared, placement=placement)
     from ..launch.strategies import make_strategy
 
     kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),
                   precision=resolved.precision,
-                  strategy=make_strategy(space, session, ddp_kwargs),
-                  default_root_dir=ckpt_dir)
+                  strategy=make_strategy(space, session, ddp_kwargs))
+    if placement == "run":  # else the cell's own default_root_dir, or Lightning's (the cwd)
+        kwargs["default_root_dir"] = ckpt_dir
+    quick = kwargs.get("fast_dev_run") not in (None, False, 0)  # Lightning saves nothing then
     kwargs["callbacks"] = _callbacks(space, user, session, notes, quick)
     kwargs["logger"] = _logger(space, user, session, notes)
     _progress_bar(kwargs, user, flags, notes)
@@ -126,19 +127,27 @@ def _hardware_from_cell(space: ModuleType, user: dict[str, Any]) -> tuple[dict[s
 
 
 def _run_folder(flags: Any, user: dict[str, Any], prepared: Any,
-                create: bool = True) -> tuple[str, bool]:
-    """(the folder, whether the magic made it just now)."""
-    from ..launch.checkpoints import new_run_dir
+                notes: list[str]) -> tuple[str, bool, str]:
+    """(the folder, whether the magic chose it, the placement: see ``placement``). A folder the
+    magic chooses is made at the first fit, not here: a cell that fails before training leaves
+    none behind."""
+    from ..launch.checkpoints import new_run_dir, resumed_run_dir
 
+    root = user.get("default_root_dir")
     if flags.ckpt_dir is not None:
         path = os.path.abspath(os.path.expanduser(flags.ckpt_dir))
-    elif user.get("default_root_dir"):
-        path = os.path.abspath(os.path.expanduser(str(user["default_root_dir"])))
-    else:
-        return new_run_dir(prepared.cwd, prepared.run_name(),
-                           create=create and not flags.check), True
-    fresh = not os.path.isdir(path) or not os.listdir(path)
-    return path, fresh
+        if root and os.path.abspath(os.path.expanduser(str(root))) != path:
+            notes.append(f"--ckpt-dir {flags.ckpt_dir} replaces the cell's "
+                         f"Trainer(default_root_dir={str(root)!r}).")
+        return path, not os.path.isdir(path) or not os.listdir(path), "run"
+    own_logger = flags.logger in (None, "auto") and user.get("logger") not in (None, True, False)
+    if root or own_logger:  # Lightning's placement, under the cell's logger or default_root_dir
+        path = os.path.abspath(os.path.expanduser(str(root))) if root else prepared.cwd
+        return path, False, "lightning"
+    resumed = resumed_run_dir(flags, prepared)
+    if resumed is not None:  # --resume last goes on in the folder of the run it continues
+        return resumed, False, "run"
+    return new_run_dir(prepared.cwd, prepared.run_name(), create=False), True, "run"
 
 
 def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
@@ -156,20 +165,20 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
         session.keep_last = False
         notes.append("Trainer(enable_checkpointing=False): no checkpoint is written, so "
                      "--resume last and the stop button's checkpoint have none to use.")
-    last = session.last_checkpoint()
     monitor, mode = flags.monitor, flags.mode or "min"
     magic = [callbacks.HistoryRecorder(), callbacks.EventReporter(session),
-             callbacks.RunSupervisor(session, last, check=flags.check)]
-    if last is not None:
-        magic.append(callbacks.LastCheckpoint(last))
+             callbacks.RunSupervisor(session, check=flags.check)]
     has_checkpoint = any(isinstance(cb, space.callbacks.Checkpoint) for cb in own)
     if has_checkpoint and monitor is not None:
         notes.append(f"--monitor {monitor} is for the magic's default checkpoint; the cell's "
                      "ModelCheckpoint keeps its own monitor.")
     if not has_checkpoint and user.get("enable_checkpointing") is not False and not flags.check \
             and not quick:
-        magic.append(space.callbacks.ModelCheckpoint(
-            dirpath=session.ckpt_dir, monitor=monitor, mode=mode))
+        magic.append(space.callbacks.ModelCheckpoint(  # no dirpath: Lightning's own placement
+            dirpath=session.ckpt_dir if session.placement == "run" else None,
+            monitor=monitor, mode=mode))
+    if session.last_checkpoint() is not None:  # behind every ModelCheckpoint: see LastCheckpoint
+        magic.append(callbacks.last_checkpoint(space, session))
     return own + magic
 
 

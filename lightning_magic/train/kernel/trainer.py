@@ -12,6 +12,7 @@ it into its report. In a later cell without the magic the call binds the record 
 
 from __future__ import annotations
 
+import os
 import warnings
 from types import ModuleType
 from typing import Any
@@ -165,11 +166,17 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
 
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``--resume`` for a fit that names no ``ckpt_path`` of its own."""
-    from ..launch.checkpoints import resume_path
+    """``--resume`` for a fit that names no ``ckpt_path`` of its own; either checkpoint checked
+    against the fit's ``max_epochs`` before anything is forked."""
+    from ..launch.checkpoints import check_epochs, resume_path
 
     session = trainer._lightning_magic
-    if session.flags.resume is None or kwargs.get("ckpt_path") or len(args) > 4:
+    own = args[4] if len(args) > 4 else kwargs.get("ckpt_path")
+    if isinstance(own, (str, os.PathLike)) and os.path.exists(own):
+        check_epochs(os.fspath(own), os.fspath(own), trainer.max_epochs, asked="ckpt_path")
+    if session.flags.resume is None or own or len(args) > 4:
         return kwargs
     model = namespaces.unwrap_compiled(args[0] if args else kwargs.get("model"))
-    return dict(kwargs, ckpt_path=resume_path(session.flags, session.cwd, model))
+    path = resume_path(session.flags, session.cwd, model, trainer)
+    check_epochs(path, session.flags.resume, trainer.max_epochs)
+    return dict(kwargs, ckpt_path=path)

@@ -8,7 +8,9 @@ the cell's side (``train.kernel``).
 - ``session``: what a Trainer keeps from its cell, and one launch's kernel side.
 - ``strategies``: Lightning's strategies with the notebook launcher; ``launcher``: start and end
   ranks, and the work each rank does first and last.
-- ``checkpoints``: where a run's checkpoints go and which one ``--resume`` continues from.
+- ``checkpoints``: the run folders and which checkpoint ``--resume`` continues from;
+  ``placement``: where checkpoints go, as in plain Lightning when the cell gives a logger or a
+  ``default_root_dir``.
 - ``supervision_loop``: the kernel's wait; ``supervision``: the root cause, stalls, ending process
   groups; ``interrupts``: stop presses; ``leftovers``: what a run leaves behind, the reaper.
 - ``control``: state shared by the kernel and its ranks; ``events``: the kernel's end of rank 0's

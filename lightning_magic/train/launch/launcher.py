@@ -288,6 +288,7 @@ class NotebookLauncher:
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,
             check=supervisor.check_results if supervisor is not None else {},
+            trained_batches=supervisor.batches if supervisor is not None else None,
             stop_checkpoint={"saved": getattr(supervisor, "stop_saved", None),
                              "error": getattr(supervisor, "stop_error", None)},
             predict_loaders=len(getattr(trainer, "num_predict_batches", []) or [1]),

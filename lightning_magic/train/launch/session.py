@@ -42,6 +42,7 @@ class Session:
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
     keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
+    placement: str = "run"           # "run": the magic's folder; "lightning": see placement.py
 
     def last_checkpoint(self) -> Optional[str]:
         if self.flags.check or not self.keep_last:
@@ -64,6 +65,9 @@ class Launch:
         self.run_id = uuid.uuid4().hex[:12]
         self.stack_dir = work_dir()
         self.control = session.control = RunControl(world_size, self.stack_dir)
+        from .placement import before_launch
+
+        before_launch(session, trainer, stage)
         if stage == "fit" and not flags.check and session.keep_last:
             from .checkpoints import write_run_info
 
@@ -153,12 +157,41 @@ class Launch:
                 self.published.remove()
             shutil.rmtree(self.stack_dir, ignore_errors=True)
         record = self._record(outcome, time.perf_counter() - self.started, kernel_warnings)
+        if not record.ok and self.session.fresh_dir \
+                and self.session.flags.ckpt_dir is None:
+            from .placement import remove_if_unused
+
+            if remove_if_unused(self.session.ckpt_dir):  # it failed before writing anything
+                record.last_model_path = None
+        idle = self._nothing_to_do(outcome, record)
         self.session.records.append((self.stage, record))
         if record.ok:
             self.view.close()  # the cell's value, the run's summary, takes its place
+            if idle:
+                print(idle)
         else:
             self.view.finish(record)  # the view becomes the summary; the report follows
         return record
+
+    def _nothing_to_do(self, outcome: Any, record: TrainingRun) -> Optional[str]:
+        """A fit that trained no batch because a limit was already reached (fit again after
+        ``max_epochs``, or ``--resume`` of a run that had reached it): Lightning's words, what
+        to do, and the last metrics of this Trainer's fits kept on the record."""
+        extra = outcome.extra or {}
+        if self.stage != "fit" or record.status != "finished" or extra.get("trained_batches") \
+                or not extra.get("fit_stopped"):
+            return None
+        said = extra["fit_stopped"]
+        limit = ("--max-epochs", record.max_epochs) if "max_epochs" in said else \
+            ("--max-steps", record.max_steps) if "max_steps" in said else None
+        line = f"Nothing to train: {said}" + (
+            f" Give {limit[0]} above {limit[1]} to train on." if limit and limit[1] else "")
+        record.notes.append(line)
+        if not record.metrics:
+            earlier = [run for stage, run in self.session.records if stage == "fit" and run.metrics]
+            if earlier:
+                record.metrics = dict(earlier[-1].metrics)
+        return line
 
     def _notes_from_rank_zero(self, extra: dict) -> list[str]:
         """What only a rank can know: its batch size, its CPU threads, what it left running."""

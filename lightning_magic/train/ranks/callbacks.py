@@ -11,7 +11,7 @@ import math
 import time
 from typing import Any, Mapping, Optional
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from .saving import save_atomically, short_error
 
@@ -88,9 +88,8 @@ class RunSupervisor(Callback):
     ``StopRequested``. No collective is added to the training step.
     """
 
-    def __init__(self, link: Any, stop_checkpoint: Optional[str], check: bool = False) -> None:
+    def __init__(self, link: Any, check: bool = False) -> None:
         self.link = link
-        self.stop_checkpoint = stop_checkpoint
         self.check = check
         self.check_results: dict[str, Any] = {}
         self.stop_saved: Optional[str] = None   # the stop checkpoint, once written
@@ -123,6 +122,16 @@ class RunSupervisor(Callback):
     @property
     def control(self) -> Any:
         return self.link.control
+
+    @property
+    def batches(self) -> int:
+        """The training batches this rank finished in the launch."""
+        return self._batches
+
+    @property
+    def stop_checkpoint(self) -> Optional[str]:
+        """The run's ``last.ckpt`` (its folder is settled just before the fork), if it keeps one."""
+        return self.link.last_checkpoint()
 
     def _save_stop_checkpoint(self, trainer: Any) -> None:
         """The state at the stop, or why it could not be saved (the run says which)."""
@@ -238,14 +247,29 @@ def _batch_length(batch: Any) -> int:
         return 1
 
 
-class LastCheckpoint(Callback):
+class LastCheckpoint(Checkpoint):
     """The run's own ``last.ckpt`` in its folder, after every training epoch and at the end of
     training: what ``--resume last`` continues from. Not a ModelCheckpoint, so a module whose
-    ``configure_callbacks`` returns one does not replace it."""
+    ``configure_callbacks`` returns one does not replace it.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    It is a Lightning ``Checkpoint``, so Lightning calls its ``on_train_epoch_end`` where it calls
+    ModelCheckpoint's (after the LightningModule's own hook), and it moves itself behind every
+    other callback: the epoch's ModelCheckpoints have saved and updated ``best_k_models`` before
+    ``last.ckpt`` records their state, as Lightning's own ``save_last=True`` does."""
+
+    def __init__(self, link: Any) -> None:
+        self.link = link
         self._saved_step: Optional[int] = None
+
+    @property
+    def path(self) -> str:
+        return self.link.last_checkpoint()
+
+    def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
+        # the module's configure_callbacks may have put a ModelCheckpoint behind this one; a new
+        # list, so the setup loop in progress goes on over the one it took
+        if trainer.callbacks[-1] is not self:
+            trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self] + [self]
 
     def _save(self, trainer: Any) -> None:
         if trainer.sanity_checking or trainer.global_step == self._saved_step:
@@ -258,6 +282,21 @@ class LastCheckpoint(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._save(trainer)
+
+
+_LAST: dict[str, type] = {}
+
+
+def last_checkpoint(space: Any, link: Any) -> LastCheckpoint:
+    """``LastCheckpoint`` as a ``Checkpoint`` of the Trainer's own package (``pytorch_lightning``
+    tells its checkpoint callbacks apart by its own class)."""
+    base = space.callbacks.Checkpoint
+    if isinstance(LastCheckpoint, type) and issubclass(LastCheckpoint, base):
+        return LastCheckpoint(link)
+    if space.__name__ not in _LAST:
+        _LAST[space.__name__] = type("LastCheckpoint", (LastCheckpoint, base),
+                                     {"__module__": __name__, "__qualname__": "LastCheckpoint"})
+    return _LAST[space.__name__](link)
 
 
 MAGIC_CALLBACKS = (HistoryRecorder, RunSupervisor, EventReporter, LastCheckpoint)

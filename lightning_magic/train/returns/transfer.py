@@ -56,6 +56,8 @@ def collect(trainer: Any) -> dict[str, Any]:
     from ..ranks.sharded import gather_extra
 
     extra.update(gather_extra(trainer))  # a sharded model: whether its full state came back
+    if trainer.state.fn.value == "fit":
+        extra["fit_stopped"] = fit_limit(trainer)
     why = early_stop(trainer)
     if why:
         extra.setdefault("notes", []).append(why)
@@ -64,6 +66,21 @@ def collect(trainer: Any) -> dict[str, Any]:
 
         extra["rng_states"] = _collect_rng_states(include_cuda=False)
     return extra
+
+
+def fit_limit(trainer: Any) -> str:
+    """In rank 0 after a fit: Lightning's own words for the limit that ended it (its fit loop
+    logs them at INFO, which the ranks keep out of the cell), or ''."""
+    from lightning.pytorch.loops.utilities import _is_max_limit_reached
+
+    loop = trainer.fit_loop
+    if getattr(loop, "max_batches", None) == 0:
+        return "`Trainer.fit` stopped: No training batches."
+    if _is_max_limit_reached(loop.epoch_loop.global_step, loop.max_steps):
+        return f"`Trainer.fit` stopped: `max_steps={loop.max_steps!r}` reached."
+    if _is_max_limit_reached(loop.epoch_progress.current.processed, loop.max_epochs):
+        return f"`Trainer.fit` stopped: `max_epochs={loop.max_epochs!r}` reached."
+    return ""
 
 
 def early_stop(trainer: Any) -> str:

@@ -1,0 +1,99 @@
+"""Where a Trainer's checkpoints go, as plain Lightning would put them.
+
+Two placements (``Session.placement``):
+
+- ``"run"``: the magic's own run folder (``--ckpt-dir``, else a new folder under the checkpoint
+  root): the checkpoints, ``last.ckpt`` and ``run.json`` in it, the default logger's
+  ``lightning_logs/`` beside them. The Trainer's ``default_root_dir`` is that folder.
+- ``"lightning"``: the cell gave a logger or a ``default_root_dir``: the default ModelCheckpoint
+  resolves its folder as in plain Lightning (``<save_dir>/<name>/version_N/checkpoints`` of the
+  first logger, ``<default_root_dir>/checkpoints`` without one), and ``last.ckpt`` and
+  ``run.json`` (what ``--resume last`` needs) go beside those checkpoints.
+
+The logger's version is fixed in the kernel before each launch (``fix_versions``), so the kernel,
+every rank and the folder named before the fork agree, even when the run fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any, Optional
+
+RUN_INFO = "run.json"  # beside a run's last.ckpt: the model class it trained (checkpoints.py)
+
+
+def versioned(logger: Any) -> bool:
+    """Whether the kernel can know the logger's version without starting the logger: already
+    fixed, or computed from the folders on disk (Lightning's CSV and TensorBoard loggers)."""
+    return getattr(logger, "_version", None) is not None or \
+        callable(getattr(logger, "_get_next_version", None))
+
+
+def fix_versions(trainer: Any) -> None:
+    """Ask each logger that can answer in the kernel for its version (Lightning computes it once
+    and keeps it): the ranks, forked from here, then write that version, and after a failed run
+    the kernel's ``trainer.logger.log_dir`` still names it."""
+    for logger in trainer.loggers:
+        if versioned(logger):
+            logger.version  # noqa: B018 - the property computes and keeps the version
+
+
+def lightning_folder(trainer: Any) -> Optional[str]:
+    """The folder Lightning's ModelCheckpoint (no ``dirpath``) resolves for ``trainer``, as its
+    ``__resolve_ckpt_dir`` does; None when the first logger's version is not known here."""
+    if not trainer.loggers:
+        return os.path.join(os.path.abspath(trainer.default_root_dir), "checkpoints")
+    logger = trainer.loggers[0]
+    if not versioned(logger):
+        return None
+    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+    version = logger.version
+    version = version if isinstance(version, str) else f"version_{version}"
+    return os.path.join(os.path.abspath(save_dir), str(logger.name), version, "checkpoints")
+
+
+def lightning_root(trainer: Any) -> str:
+    """The folder that holds the versions of the first logger (``<save_dir>/<name>``), or the
+    ``default_root_dir`` without a logger."""
+    if not trainer.loggers:
+        return os.path.abspath(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+    return os.path.join(os.path.abspath(save_dir), str(logger.name))
+
+
+def earlier_folders(trainer: Any) -> list[str]:
+    """The folders where Lightning's placement put this Trainer's earlier runs' checkpoints
+    (every version of its first logger), for ``--resume last``."""
+    if not trainer.loggers:
+        return [os.path.join(lightning_root(trainer), "checkpoints")]
+    return sorted(glob.glob(os.path.join(glob.escape(lightning_root(trainer)), "*",
+                                         "checkpoints")))
+
+
+def before_launch(session: Any, trainer: Any, stage: str) -> None:
+    """In the kernel, before the fork: the loggers' versions fixed, the magic's run folder made
+    (it is the Trainer's ``default_root_dir``) and, for a fit placed as in Lightning, the folder
+    of its checkpoints (the session's ``ckpt_dir``)."""
+    fix_versions(trainer)
+    if session.placement == "run" and not session.flags.check and not trainer.fast_dev_run:
+        os.makedirs(session.ckpt_dir, exist_ok=True)  # the Trainer's default_root_dir, log_dir
+    if stage == "fit" and session.placement == "lightning":
+        folder = lightning_folder(trainer)
+        if folder is not None:
+            session.ckpt_dir = folder
+
+
+def remove_if_unused(folder: str) -> bool:
+    """Remove a run folder the magic made when nothing but its ``run.json`` (and empty folders)
+    was written there: a cell that failed before training leaves no empty run behind."""
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return False
+    for root, _, files in os.walk(folder):
+        if [name for name in files if not (root == folder and name == RUN_INFO)]:
+            return False
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return not os.path.exists(folder)

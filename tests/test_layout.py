@@ -28,7 +28,9 @@ ALLOWED = {
     "flags": {"flag_values", "trainer_names"},
     "trainer_names": set(),
     "flag_values": set(),
-    "magic": {"train", "readings", "view", "export", "flags", "hardware", "suggestions"},
+    "background": {"train", "view", "flags"},
+    "magic": {"train", "readings", "view", "export", "flags", "hardware", "suggestions",
+              "background"},
     "__init__": {"magic"},
 }
 # Third-party packages a folder must never import (at any depth, even inside functions).

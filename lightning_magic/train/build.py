@@ -49,7 +49,8 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     ckpt_dir, fresh = _run_folder(flags, user, prepared, create=not quick)
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
-                      cwd=prepared.cwd, prepared=prepared)
+                      cwd=prepared.cwd, prepared=prepared,
+                      runner=getattr(prepared, "runner", None))
     from .strategies import make_strategy
 
     kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),

@@ -79,35 +79,61 @@ class NotebookLauncher:
         self.session = session
         self.outcome = Outcome()
         self.record: Any = None  # the TrainingRun of the last launch
+        self.handle: Any = None  # what a background runner gave back for the last call
 
     _worker_output: Any = None  # the namespace's _WorkerOutput (set by launcher_class)
 
     # -- kernel side -------------------------------------------------------------------------
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        if self.session.runner is not None:  # a background run: it starts the ranks, returns
+            return self.session.runner(self, function, args, kwargs, trainer)
+        launch, given = self.begin(trainer, args, kwargs)
+        outcome = Outcome(status="interrupted")
+        with Presses() as presses:
+            try:
+                outcome = self.run_ranks(function, args, kwargs, trainer, launch, presses)
+            except BaseException:
+                self.outcome = outcome
+                self.record = launch.end(outcome, list(self.session.kernel_warnings))
+                raise
+            return self.finish(launch, outcome, trainer, given, presses.count)
+
+    def begin(self, trainer: Any, args: Any, kwargs: Any) -> tuple[Any, list]:
+        """The launch's kernel side (notes, live view, published run), and the data modules."""
         from .session import Launch
 
         stage = trainer.state.fn.value
         resume = args[4] if stage == "fit" and len(args) > 4 else None
         launch = Launch(self.session, trainer, stage, trainer.lightning_module,
                         self._strategy.num_processes, resume=resume)
-        given = setups.datamodules(args, kwargs)
-        outcome, results = Outcome(status="interrupted"), None
-        with Presses() as presses:
-            try:
-                for attempt in (1, 2):
-                    outcome = self._run_ranks(function, args, kwargs, trainer, launch, presses)
-                    if attempt == 1 and address_in_use(outcome):
-                        launch.control.reset_stop()
-                        continue  # another free port, once
-                    break
-                if outcome.worker_output is not None:
-                    results = self._recover(outcome, trainer, stage, given[0] if given else None)
-            finally:
-                self.outcome = outcome
-                self.record = launch.end(outcome, list(self.session.kernel_warnings))
+        return launch, setups.datamodules(args, kwargs)
+
+    def run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any, launch: Any,
+                  presses: Any, started: Any = None) -> Outcome:
+        """Start the ranks (or take ``started``), wait for them; once more on a taken port."""
+        for attempt in (1, 2):
+            ranks = started if attempt == 1 and started is not None else \
+                self.start_ranks(function, args, kwargs, trainer, launch)
+            outcome = self.wait_ranks(ranks, launch, presses)
+            if attempt == 1 and address_in_use(outcome):
+                launch.control.reset_stop()
+                continue  # another free port, once
+            break
+        return outcome
+
+    def finish(self, launch: Any, outcome: Outcome, trainer: Any, given: list,
+               presses: int = 0) -> Any:
+        """Rank 0's results into the kernel, the launch ended (``self.record``); the return."""
+        results = None
+        try:
+            if outcome.worker_output is not None:
+                results = self._recover(outcome, trainer, launch.stage, given[0] if given else None)
+        finally:
+            self.outcome = outcome
+            self.record = launch.end(outcome, list(self.session.kernel_warnings))
         if self.record.status in ("finished", "interrupted"):  # not a --check dry run
-            setups.record(given, stage, (outcome.extra or {}).get("setup_states"))
-        if presses.count and self.record.ok:
+            setups.record(given, launch.stage, (outcome.extra or {}).get("setup_states"))
+        if presses and self.record.ok:
             self.record.notes.append("Stop was pressed after the ranks had finished: nothing "
                                      "was cut short.")
         return results
@@ -128,11 +154,10 @@ class NotebookLauncher:
             return predictions.merge(shares, outcome.extra.get("predict_loaders", 1), group)
         return output.trainer_results
 
-    def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any,
-                   launch: Any, presses: Presses) -> Outcome:
-        from lightning.fabric.strategies.launchers.multiprocessing import (
-            _check_bad_cuda_fork,
-        )
+    def start_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any,
+                    launch: Any) -> tuple:
+        """Fork the ranks and return at once: (procs, results, errors, reaper) for wait_ranks."""
+        from lightning.fabric.strategies.launchers.multiprocessing import _check_bad_cuda_fork
 
         _check_bad_cuda_fork()  # the last guard: nothing may have initialized CUDA by now
         ctx = mp.get_context("fork")
@@ -171,6 +196,17 @@ class NotebookLauncher:
             self.procs = procs
             reaper.watch([p.pid for p in procs])
             launch.started_ranks([p.pid for p in procs])
+        except BaseException:
+            end_ranks(procs)
+            reaper.close()
+            raise
+        return procs, results, errors, reaper
+
+    def wait_ranks(self, ranks: tuple, launch: Any, presses: Any) -> Outcome:
+        """Supervise until every rank is gone, on any thread (``presses``: a ``Presses`` or
+        anything with its ``active``/``count``/``drain``/``fileno``)."""
+        procs, results, errors, reaper = ranks
+        try:
             return supervise(procs, results, errors, launch.control, presses,
                              self.session.flags.timeout)
         finally:

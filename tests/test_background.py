@@ -264,8 +264,10 @@ def test_the_stop_button_during_another_cell_interrupts_that_cell_not_the_run(ke
               "run = pl.Trainer().fit(model, loader)")
     wait_for(began, "the background run never trained")
     os.mkfifo(hold)
-    blocked = kernel.execute(f"open({str(hold)!r}).read()")  # blocks until interrupted
-    kernel.status(blocked, "busy")
+    inside = fifo_reader(tmp_path / "inside.fifo")  # the cell's code itself runs: no race
+    blocked = kernel.execute(f"open({str(tmp_path / 'inside.fifo')!r}, 'w').write('in')\n"
+                             f"open({str(hold)!r}).read()")  # blocks until interrupted
+    wait_for(inside, "the other cell never ran")
     kernel.km.interrupt_kernel()
     reply = kernel.reply(blocked)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"

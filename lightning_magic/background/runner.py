@@ -21,9 +21,12 @@ class Runner:
 
     def __call__(self, launcher: Any, function: Any, args: Any, kwargs: Any,
                  trainer: Any) -> BackgroundRun:
-        model = trainer.lightning_module
+        model, state = trainer.lightning_module, trainer.state
+        call = (state.fn, state.status, state.stage)  # what Lightning set up for this call
         claim(needs(launcher.session.resolved, trainer, model), self.runs, self.no_wait,
-              f"{trainer.state.fn.value} of {type(model).__name__}")
+              f"{state.fn.value} of {type(model).__name__}")
+        # a holder's results came with its own call's state (a new TrainerState): this call's
+        trainer.state.fn, trainer.state.status, trainer.state.stage = call
         launch, given = launcher.begin(trainer, args, kwargs)
         run = BackgroundRun(launcher, launch, trainer, given, cell=self.shell.execution_count)
         try:

@@ -21,10 +21,16 @@ class LightningMagics(Magics):
         self.cuda_watch = CudaWatch(shell)
 
     def install_hooks(self) -> None:
+        from . import background
+
         self.cuda_watch.register()
+        background.install(self.shell)
 
     def remove_hooks(self) -> None:
+        from . import background
+
         self.cuda_watch.unregister()
+        background.uninstall(self.shell)
 
     @cell_magic
     @flag_parser.declare
@@ -68,6 +74,10 @@ class LightningMagics(Magics):
         except Refused as refused:
             display(refused.report)
             raise
+        if opts.background:
+            from .background.runner import run_cell
+
+            return run_cell(plan, self.shell)
         result = train.run(plan)
         run = result.run
         if run is not None:
@@ -79,6 +89,34 @@ class LightningMagics(Magics):
                     display(run.report)
                 raise TrainingFailed(run, opts.out)
         return result.value
+
+    @line_magic
+    def lightning_runs(self, line: str = "") -> Any:
+        """This kernel's background runs: id, model, call, status, progress, devices, cell."""
+        from .background import RUNS
+        from .background.listing import RunList
+
+        if line.strip():
+            raise UsageError(f"%lightning_runs takes no arguments, got {line.strip()!r}.")
+        return RunList(RUNS.all)
+
+    @line_magic
+    def lightning_stop(self, line: str = "") -> Any:
+        """``%lightning_stop ID`` (or the start of it) or ``%lightning_stop all``: the stop
+        button of those background runs; returns once every rank of them is gone."""
+        from .background import RUNS
+        from .background.listing import RunList
+
+        ident = line.strip()
+        if not ident:
+            raise UsageError("%lightning_stop needs a run id (%lightning_runs lists them) or "
+                             "'all'.")
+        runs = RUNS.running() if ident == "all" else [RUNS.find(ident)]
+        for run in runs:
+            run.stop(wait=False)
+        for run in runs:
+            run.join()
+        return RunList(runs)
 
     @line_magic
     def gpu_status(self, line: str = "") -> Any:

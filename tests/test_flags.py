@@ -313,3 +313,14 @@ def test_help_via_question_mark(ip, capsys):
     # an example cell, as IPython's own magics have: a tutorial cell with a Trainer and test
     assert "Examples" in text and "trainer.fit(model, datamodule=dm)" in text
     assert 'trainer.test(model, datamodule=dm, ckpt_path="best")' in text
+
+
+def test_background_and_no_wait():
+    opts = parse("--background --no-wait")
+    assert (opts.background, opts.no_wait) == (True, True)
+    assert (parse("").background, parse("").no_wait) == (False, False)
+    with pytest.raises(UsageError, match=r"^--no-wait is for --background runs: add "
+                                         r"--background or drop it\.$"):
+        parse("--no-wait")
+    with pytest.raises(UsageError, match=r"^--background and --export do not go together"):
+        parse("--background --export job.py")

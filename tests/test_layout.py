@@ -21,7 +21,8 @@ ALLOWED = {
     "export": {"options", "source"},
     "server": {"readings"},
     "train": {"readings", "suggestions", "view", "options", "source"},
-    "magic": {"train", "readings", "view", "export", "options", "suggestions"},
+    "background": {"train", "view", "options"},
+    "magic": {"train", "readings", "view", "export", "options", "suggestions", "background"},
     "__init__": {"magic"},
 }
 # Inside train/, each room imports only the rooms below it: the kernel's side of the cell, then

@@ -14,6 +14,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import values as check
+from .combinations import check_together
 from .names import canonical_accelerator, canonical_precision
 
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64", "64-true")
@@ -93,10 +94,11 @@ class TrainFlags:
     progress: str = "live"
     export: Optional[str] = None
     num_nodes: int = 1
+    background: bool = False
+    no_wait: bool = False
 
     def trainer_kwargs(self) -> dict[str, Any]:
-        """Exactly the Trainer arguments the flags gave (device, accelerator, strategy and
-        precision excluded: ``hardware_given``)."""
+        """Exactly the Trainer arguments the flags gave (the hardware: ``hardware_given``)."""
         return {n: getattr(self, n) for n in TRAINER_ARGUMENTS if getattr(self, n) is not None}
 
     def hardware_given(self) -> dict[str, str]:
@@ -206,6 +208,10 @@ def declare(func: Callable) -> Callable:
                  help="Instead of training, write a standalone script (and PATH.sbatch) for "
                       "torchrun or SLURM."),
         argument("--num-nodes", metavar="N", help="Number of machines, with --export."),
+        argument("--background", action="store_true", help="Return at once with a BackgroundRun "
+                 "per Trainer call (wait, stop); results reach the model between cells."),
+        argument("--no-wait", action="store_true", help="With --background: refuse, not wait, "
+                 "when a running run holds the GPUs, Trainer or model this one needs."),
     ]
     for decorate in reversed(decorators):
         func = decorate(func)
@@ -249,8 +255,7 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
 
     values: dict[str, Any] = dict(
         devices=check.devices("--devices", raw["devices"], accelerator),
-        accelerator=accelerator,
-        precision=precision,
+        accelerator=accelerator, precision=precision,
         strategy=given("strategy"),
         model=check.identifier("--model", raw["model"]),
         data=check.identifier("--data", raw["data"]),
@@ -277,12 +282,10 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
             "--gradient-clip-algorithm", raw["gradient_clip_algorithm"], CLIP_ALGORITHMS),
         accumulate_grad_batches=integer("--accumulate-grad-batches",
                                         raw["accumulate_grad_batches"], minimum=1),
-        deterministic=raw["deterministic"], benchmark=raw["benchmark"],
-        inference_mode=raw["inference_mode"],
-        use_distributed_sampler=raw["use_distributed_sampler"],
         profiler=check.optional_choice("--profiler", raw["profiler"], PROFILERS),
-        detect_anomaly=raw["detect_anomaly"], barebones=raw["barebones"],
-        sync_batchnorm=raw["sync_batchnorm"],
+        **{name: raw[name] for name in ("deterministic", "benchmark", "inference_mode",
+                                        "use_distributed_sampler", "detect_anomaly",
+                                        "barebones", "sync_batchnorm", "background", "no_wait")},
         reload_dataloaders_every_n_epochs=integer("--reload-dataloaders-every-n-epochs",
                                                   raw["reload_dataloaders_every_n_epochs"],
                                                   minimum=0),
@@ -301,29 +304,9 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
         export=check.output_file("--export", raw["export"]),
         num_nodes=integer("--num-nodes", raw["num_nodes"], minimum=1) or 1,
     )
-    _check_together(values)
+    check_together(values)
     return TrainFlags(**values)
 
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainFlags)}
 _DEFAULTS["num_nodes"] = None
-
-
-def _check_together(values: dict[str, Any]) -> None:
-    if values["num_nodes"] != 1 and values["export"] is None:
-        raise UsageError(
-            f"--num-nodes {values['num_nodes']}: a notebook trains on this machine only; "
-            "use it with --export PATH to write a torchrun/SLURM job for several machines."
-        )
-    if values["min_epochs"] is not None and values["max_epochs"] not in (None, -1) \
-            and values["min_epochs"] > values["max_epochs"]:
-        raise UsageError(
-            f"--min-epochs {values['min_epochs']} is larger than --max-epochs "
-            f"{values['max_epochs']}: lower --min-epochs or raise --max-epochs."
-        )
-    if values["mode"] is not None and values["monitor"] is None:
-        raise UsageError(f"--mode {values['mode']} needs --monitor METRIC: it says whether lower "
-                         "or higher values of that metric are better, e.g. "
-                         f"--monitor val_loss --mode {values['mode']}.")
-    if values["check"] and values["export"]:
-        raise UsageError("--check and --export do not go together: use one of them.")

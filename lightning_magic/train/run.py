@@ -30,6 +30,7 @@ class Prepared:
     no_gpu_reason: str = ""
     kernel_id: Optional[str] = None
     before: dict[str, int] = field(default_factory=dict)  # the namespace before the cell
+    runner: Any = None  # the cell's Trainers' calls run through it (``--background``)
 
     @property
     def cell_number(self) -> int:
@@ -85,7 +86,8 @@ def run(prepared: Prepared) -> CellResult:
     with Intercept(prepared) as intercept:
         try:
             value = execute(shell, prepared.cell)
-            if not intercept.launches():
+            started = getattr(prepared.runner, "started", None)  # calls still in the background
+            if not intercept.launches() and not started:
                 value = _train_what_the_cell_made(prepared, intercept)
         except RanksFailed as failed:
             return CellResult(value=None, run=failed.record)
@@ -112,10 +114,10 @@ def _train_what_the_cell_made(prepared: Prepared, intercept: Any) -> TrainingRun
     else:
         space = namespaces.of(namespaces.unwrap_compiled(found.model))
         trainer = space.Trainer()
-    trainer.fit(found.model, train_dataloaders=found.train,
-                val_dataloaders=found.val if found.datamodule is None else None,
-                datamodule=found.datamodule)
-    return trainer._lightning_magic.records[-1][1]
+    started = trainer.fit(found.model, train_dataloaders=found.train,
+                          val_dataloaders=found.val if found.datamodule is None else None,
+                          datamodule=found.datamodule)
+    return started if started is not None else trainer._lightning_magic.records[-1][1]
 
 
 def _check_logger(flags: TrainFlags) -> None:

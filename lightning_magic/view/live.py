@@ -18,6 +18,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Optional
 
+from .origin import Origin
 from .render import (
     MAX_POINTS,
     Point,
@@ -218,6 +219,7 @@ class LiveView:
         self._shown = False                   # the display (or the text line) exists
         self._line_width = 0
         self._finished = False
+        self.origin = Origin()                # the cell this view's outputs belong to
 
     def start(self) -> None:
         with self._lock:
@@ -301,13 +303,15 @@ class LiveView:
     def _publish(self, html: str, text: str, update: bool) -> None:
         from IPython.display import display
 
-        display({"text/html": html, "text/plain": text}, raw=True, display_id=self.display_id,
-                update=update)
+        with self.origin():
+            display({"text/html": html, "text/plain": text}, raw=True,
+                    display_id=self.display_id, update=update)
         self._shown = True
 
     def _write_line(self, end: str = "") -> None:
         width = shutil.get_terminal_size((100, 20)).columns - 1
         line = text_line(self.progress, width)
-        sys.stdout.write("\r" + line.ljust(self._line_width) + end)
-        sys.stdout.flush()
+        with self.origin():
+            sys.stdout.write("\r" + line.ljust(self._line_width) + end)
+            sys.stdout.flush()
         self._line_width, self._shown = len(line), True

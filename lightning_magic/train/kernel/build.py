@@ -48,7 +48,8 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     ckpt_dir, fresh, placement = _run_folder(flags, user, prepared, notes)
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
-                      cwd=prepared.cwd, prepared=prepared, placement=placement)
+                      cwd=prepared.cwd, prepared=prepared, placement=placement,
+                      runner=getattr(prepared, "runner", None))
     from ..launch.strategies import make_strategy
 
     kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),

@@ -121,8 +121,10 @@ def _entry_point(base: type, name: str) -> Any:
             kwargs = _with_resume(self, args, kwargs)
             self._magic_stepping_batches = None  # the ranks compute this fit's own
         launcher = self.strategy.launcher
-        launcher.record = None
+        launcher.record = launcher.handle = None
         result = original(self, *args, **kwargs)
+        if launcher.handle is not None:  # started in the background: its handle, at once
+            return launcher.handle
         if launcher.record is not None and not launcher.record.ok:
             self.state.status = type(self.state.status)("interrupted")
             if Intercept.active:

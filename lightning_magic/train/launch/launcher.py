@@ -20,14 +20,14 @@ import signal
 import socket
 import sys
 import threading
-import traceback as tb_module
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ..ranks import callbacks, predictions, setups
 from ..returns import transfer
 from .interrupts import Presses
 from .leftovers import Reaper, left_running
+from ..ranks.errors import error_record
 from ..ranks.loggers import continue_logs
 from ..ranks.rank import WarningCollector, prepare_rank_process
 from ..ranks.sharded import mesh_shape, settle_metrics
@@ -56,25 +56,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _user_frame(exc: BaseException) -> Optional[tuple[str, int, str]]:
-    from ...suggestions import user_frame_from_traceback
-
-    try:
-        return user_frame_from_traceback(exc.__traceback__)
-    except Exception:  # noqa: BLE001 - a report without a location is still a report
-        return None
-
-
-def _error_record(rank: int, exc: BaseException) -> dict[str, Any]:
-    from ...suggestions.names import note_did_you_mean
-
-    note_did_you_mean(exc)  # in the rank, where the frame's names are
-    return {"rank": rank, "exc_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": str(exc),
-            "traceback": "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__)),
-            "user_frame": _user_frame(exc)}
-
-
 class NotebookLauncher:
     """Mixed into a namespace's ``_MultiProcessingLauncher`` by ``launcher_class``."""
 
@@ -83,35 +64,61 @@ class NotebookLauncher:
         self.session = session
         self.outcome = Outcome()
         self.record: Any = None  # the TrainingRun of the last launch
+        self.handle: Any = None  # what a background runner gave back for the last call
 
     _worker_output: Any = None  # the namespace's _WorkerOutput (set by launcher_class)
 
     # -- kernel side -------------------------------------------------------------------------
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
+        if self.session.runner is not None:  # a background run: it starts the ranks, returns
+            return self.session.runner(self, function, args, kwargs, trainer)
+        launch, given = self.begin(trainer, args, kwargs)
+        outcome = Outcome(status="interrupted")
+        with Presses() as presses:
+            try:
+                outcome = self.run_ranks(function, args, kwargs, trainer, launch, presses)
+            except BaseException:
+                self.outcome = outcome
+                self.record = launch.end(outcome, list(self.session.kernel_warnings))
+                raise
+            return self.finish(launch, outcome, trainer, given, presses.count)
+
+    def begin(self, trainer: Any, args: Any, kwargs: Any) -> tuple[Any, list]:
+        """The launch's kernel side (notes, live view, published run), and the data modules."""
         from .session import Launch
 
         stage = trainer.state.fn.value
         resume = args[4] if stage == "fit" and len(args) > 4 else None
         launch = Launch(self.session, trainer, stage, trainer.lightning_module,
                         self._strategy.num_processes, resume=resume)
-        given = setups.datamodules(args, kwargs)
-        outcome, results = Outcome(status="interrupted"), None
-        with Presses() as presses:
-            try:
-                for attempt in (1, 2):
-                    outcome = self._run_ranks(function, args, kwargs, trainer, launch, presses)
-                    if attempt == 1 and address_in_use(outcome):
-                        launch.control.reset_stop()
-                        continue  # another free port, once
-                    break
-                if outcome.worker_output is not None:
-                    results = self._recover(outcome, trainer, stage, given[0] if given else None)
-            finally:
-                self.outcome = outcome
-                self.record = launch.end(outcome, list(self.session.kernel_warnings))
+        return launch, setups.datamodules(args, kwargs)
+
+    def run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any, launch: Any,
+                  presses: Any, started: Any = None) -> Outcome:
+        """Start the ranks (or take ``started``), wait for them; once more on a taken port."""
+        for attempt in (1, 2):
+            ranks = started if attempt == 1 and started is not None else \
+                self.start_ranks(function, args, kwargs, trainer, launch)
+            outcome = self.wait_ranks(ranks, launch, presses)
+            if attempt == 1 and address_in_use(outcome):
+                launch.control.reset_stop()
+                continue  # another free port, once
+            break
+        return outcome
+
+    def finish(self, launch: Any, outcome: Outcome, trainer: Any, given: list,
+               presses: int = 0) -> Any:
+        """Rank 0's results into the kernel, the launch ended (``self.record``); the return."""
+        results = None
+        try:
+            if outcome.worker_output is not None:
+                results = self._recover(outcome, trainer, launch.stage, given[0] if given else None)
+        finally:
+            self.outcome = outcome
+            self.record = launch.end(outcome, list(self.session.kernel_warnings))
         if self.record.status in ("finished", "interrupted"):  # not a --check dry run
-            setups.record(given, stage, (outcome.extra or {}).get("setup_states"))
-        if presses.count and self.record.ok:
+            setups.record(given, launch.stage, (outcome.extra or {}).get("setup_states"))
+        if presses and self.record.ok:
             self.record.notes.append("Stop was pressed after the ranks had finished: nothing "
                                      "was cut short.")
         return results
@@ -122,7 +129,7 @@ class NotebookLauncher:
         try:
             transfer.restore(trainer, output, outcome.extra, self, datamodule)
         except Exception as exc:  # noqa: BLE001 - reported like a rank's failure
-            outcome.status, outcome.error = "failed", RankError(**_error_record(0, exc))
+            outcome.status, outcome.error = "failed", RankError(**error_record(0, exc))
             outcome.worker_output = None
             return None
         if stage == "predict" and outcome.rank_outputs is not None:
@@ -132,11 +139,10 @@ class NotebookLauncher:
             return predictions.merge(shares, outcome.extra.get("predict_loaders", 1), group)
         return output.trainer_results
 
-    def _run_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any,
-                   launch: Any, presses: Presses) -> Outcome:
-        from lightning.fabric.strategies.launchers.multiprocessing import (
-            _check_bad_cuda_fork,
-        )
+    def start_ranks(self, function: Callable, args: Any, kwargs: Any, trainer: Any,
+                    launch: Any) -> tuple:
+        """Fork the ranks and return at once: (procs, results, errors, reaper) for wait_ranks."""
+        from lightning.fabric.strategies.launchers.multiprocessing import _check_bad_cuda_fork
 
         _check_bad_cuda_fork()  # the last guard: nothing may have initialized CUDA by now
         ctx = mp.get_context("fork")
@@ -175,6 +181,17 @@ class NotebookLauncher:
             self.procs = procs
             reaper.watch([p.pid for p in procs])
             launch.started_ranks([p.pid for p in procs])
+        except BaseException:
+            end_ranks(procs)
+            reaper.close()
+            raise
+        return procs, results, errors, reaper
+
+    def wait_ranks(self, ranks: tuple, launch: Any, presses: Any) -> Outcome:
+        """Supervise until every rank is gone, on any thread (``presses``: a ``Presses`` or
+        anything with its ``active``/``count``/``drain``/``fileno``)."""
+        procs, results, errors, reaper = ranks
+        try:
             return supervise(procs, results, errors, launch.control, presses,
                              self.session.flags.timeout)
         finally:
@@ -250,7 +267,7 @@ class NotebookLauncher:
                 results.put(pack(("predictions", rank, move_data_to_device(share, "cpu"))))
             done["ok"] = True
         except BaseException as exc:  # noqa: BLE001 - everything a rank raises is reported
-            errors.put(_error_record(rank, exc))
+            errors.put(error_record(rank, exc))
 
     def _collect_rank_zero_results(self, trainer: Any, results: Any) -> Any:
         """Lightning's, with the weights written to the launch's own folder (removed with it)

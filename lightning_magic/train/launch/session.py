@@ -41,6 +41,7 @@ class Session:
     kernel_warnings: list[str] = field(default_factory=list)  # from building the Trainer
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
+    runner: Any = None  # runs each call instead of the launcher's own wait (background runs)
     keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
     placement: str = "run"           # "run": the magic's folder; "lightning": see placement.py
 

@@ -3,7 +3,8 @@
 The rule of this room: it is what a rank runs besides Lightning's own loops, and it knows nothing
 of the kernel's side: it imports no other room of train/.
 
-- ``rank``: process setup after the fork, output capture, warnings kept once.
+- ``rank``: process setup after the fork, output capture, warnings kept once; ``errors``: what a
+  rank reports of an exception its code raised.
 - ``callbacks``: the Lightning callbacks the magic adds (history, events, heartbeat and stop,
   ``last.ckpt``); ``saving``: checkpoints written atomically.
 - ``loggers``: a logger across a Trainer's launches; ``setups``: a data module's setup history,

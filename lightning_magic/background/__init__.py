@@ -1,0 +1,19 @@
+"""Background runs (``%%lightning_train --background``): the cell returns while its ranks train.
+
+The rule of this folder: it drives runs of ``train/`` without blocking the cell; it uses
+``train/``'s own seams (``NotebookLauncher.begin``, ``start_ranks``, ``run_ranks``, ``finish``),
+it does not copy them. It starts no process itself: ``train/`` forks, on the cell's thread; here
+a thread only waits for the ranks, and results come back on the kernel's main thread, between
+cells (IPython's ``pre_run_cell``/``post_run_cell``) or at ``wait()``.
+
+- ``handle``: ``BackgroundRun``, what a Trainer call gives back at once (``wait``, ``done``,
+  ``stop``, ``status``, ``metrics``, ``history``); ``stop_button``: its stop presses.
+- ``runner``: the cell's Trainer calls started in the background; ``leases``: what a run holds
+  (its GPUs, its Trainer, its model) and the wait for it.
+- ``runs``: this kernel's runs, their delivery at cell boundaries; ``listing``:
+  ``%lightning_runs``.
+"""
+
+from .runs import RUNS, install, uninstall
+
+__all__ = ["RUNS", "install", "uninstall"]

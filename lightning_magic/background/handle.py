@@ -1,0 +1,222 @@
+"""``BackgroundRun``: what a Trainer call of a ``--background`` cell gives back at once.
+
+In the manner of ``concurrent.futures.Future`` (and ipyparallel's ``AsyncResult``):
+
+- ``wait(timeout=None)`` returns what the call returns (a fit's ``TrainingRun``, predict's
+  predictions, validate's and test's metrics) once every rank is gone; the results are then in
+  the kernel's model and Trainer. A run that failed or timed out raises ``TrainingFailed``, as the
+  call itself would have; a run that was stopped returns its ``TrainingRun`` (status
+  ``"interrupted"``, its checkpoint of that moment in ``last_model_path``). Still running after
+  ``timeout`` seconds: ``TimeoutError``, and the run goes on. The stop button while ``wait()``
+  waits interrupts the wait, not the run (``stop()`` stops it).
+- ``done()`` is a method, as ``Future.done()``: True once every rank is gone. Its results reach
+  the kernel at the next cell boundary or at ``wait()``. ``add_done_callback(fn)`` as futures.
+- ``stop(wait=True)`` is the stop button: every rank stops at the same batch, the checkpoint of
+  that moment is saved, every rank is gone within the stop grace; with ``wait`` it then returns
+  what ``wait()`` returns.
+- ``status`` (``"running"``, then the run's own), ``metrics`` and ``history`` read live: while
+  the run goes on they are those of rank 0's progress events (the live view's), afterwards the
+  ``TrainingRun``'s. Once its results are back every attribute of the ``TrainingRun`` reads
+  through (``run.best_model_path``, ``run.report``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional
+
+from .stop_button import StopButton
+
+
+class BackgroundRun:
+    def __init__(self, launcher: Any, launch: Any, trainer: Any, given: list,
+                 cell: Optional[int]) -> None:
+        self.id: str = launch.run_id
+        self.stage: str = launch.stage
+        self.model_name = type(launch.model).__name__
+        self.cell = cell                      # the In [N] of the cell that started it
+        self.resolved = launch.session.resolved
+        self.devices = self.resolved.describe().split(" · ")[0]  # "2 CPU processes", "GPU 0, 1"
+        self.model, self.trainer = launch.model, trainer
+        self.record: Any = None               # the TrainingRun, once delivered
+        self._launcher, self._launch, self._given = launcher, launch, given
+        self._button = StopButton()
+        self._ended, self._delivered = threading.Event(), threading.Event()
+        self._outcome: Any = None
+        self._exception: Optional[BaseException] = None  # the supervision itself broke
+        self._result: Any = None
+        self._rows: list[dict[str, Any]] = []
+        self._thread: Optional[threading.Thread] = None
+        self._callbacks: list[Any] = []
+        self._callbacks_lock = threading.Lock()
+        launch.pump.handlers.append(self._on_event)  # before the ranks send anything
+
+    # -- the run -------------------------------------------------------------------------------
+    def start(self, function: Any, args: Any, kwargs: Any, ranks: Any) -> None:
+        """Supervise the started ``ranks`` from a thread of their own."""
+        self._thread = threading.Thread(target=self._supervise, name=f"lightning-run-{self.id}",
+                                        args=(function, args, kwargs, ranks), daemon=True)
+        self._thread.start()
+
+    def _supervise(self, function: Any, args: Any, kwargs: Any, ranks: Any) -> None:
+        from ..train.launch.supervision import Outcome
+
+        outcome = Outcome(status="interrupted")
+        try:
+            outcome = self._launcher.run_ranks(function, args, kwargs, self.trainer,
+                                               self._launch, self._button, started=ranks)
+        except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the kernel
+            self._exception = exc
+        finally:
+            self._outcome = outcome
+            self._button.close()
+            if self._launch.published is not None:
+                self._launch.published.update(status=outcome.status)
+            with self._callbacks_lock:
+                self._ended.set()
+                callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                self._call(callback)
+
+    def _call(self, callback: Any) -> None:
+        try:
+            callback(self)
+        except Exception:  # noqa: BLE001 - as concurrent.futures: logged, the run unharmed
+            import logging
+
+            logging.getLogger(__name__).exception("done callback %r of run %s", callback, self.id)
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("kind") in ("step", "validation") and event.get("metrics"):
+            self._rows.append({"stage": "train" if event["kind"] == "step" else "validation",
+                               "epoch": event.get("epoch"), "step": event.get("step"),
+                               **event["metrics"]})
+
+    # -- the handle ----------------------------------------------------------------------------
+    def done(self) -> bool:
+        return self._ended.is_set()
+
+    def add_done_callback(self, fn: Any) -> None:
+        """``fn(run)`` once every rank is gone, from the run's own thread (at once if they are
+        already gone), as ``Future.add_done_callback``; the results are not back yet then."""
+        with self._callbacks_lock:
+            if not self._ended.is_set():
+                self._callbacks.append(fn)
+                return
+        self._call(fn)
+
+    def delivered(self) -> bool:
+        return self._delivered.is_set()
+
+    @property
+    def status(self) -> str:
+        if self.record is not None:
+            return self.record.status
+        if self._ended.is_set():
+            return "failed" if self._exception is not None else self._outcome.status
+        return "running"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        if self.record is not None:
+            return self.record.metrics
+        return dict(self._launch.view.progress.metrics)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        if self.record is not None:
+            return self.record.history
+        return list(self._rows)
+
+    def progress(self) -> str:
+        """Where the run is: "epoch 2 of 5 · step 40 (45%)", as its live view says."""
+        if self.record is not None:
+            return self.record.progress_text() or ""
+        progress = self._launch.view.progress
+        fraction = progress.fraction()
+        text = " · ".join(progress.position())
+        return f"{text} ({fraction:.0%})" if fraction is not None and text else text
+
+    def join(self, timeout: Optional[float] = None, when: str = "at wait()") -> bool:
+        """Wait for the ranks to be gone and (on the main thread) bring the results back;
+        False when ``timeout`` ran out first. Raises nothing of the run's own."""
+        if not self._ended.wait(timeout):
+            return False
+        if threading.current_thread() is threading.main_thread():
+            self.deliver(when)
+            return True
+        return self._delivered.wait(timeout)  # the kernel's main thread delivers, between cells
+
+    def wait(self, timeout: Optional[float] = None) -> Any:
+        if not self.join(timeout):
+            raise TimeoutError(f"run {self.id} ({self.stage} of {self.model_name}) is still "
+                               f"running after {timeout} s; it goes on: wait() again, or stop()")
+        if self._exception is not None:
+            raise self._exception
+        if not self.record.ok and self.record.status != "interrupted":
+            from ..train.returns.results import TrainingFailed
+
+            raise TrainingFailed(self.record, self.record.name, in_magic_cell=False)
+        return self.record if self.stage == "fit" else self._result
+
+    def stop(self, wait: bool = True) -> Any:
+        """Press this run's stop button (see the module's docstring)."""
+        if not self._ended.is_set():
+            self._button.press()
+        return self.wait() if wait else None
+
+    def discard(self) -> None:
+        """The ranks never started: nothing to wait for."""
+        self._button.close()
+
+    def deliver(self, when: str) -> None:
+        """The ended run's results into the kernel's model and Trainer, and its summary into the
+        cell that started it. On the kernel's main thread only, once."""
+        if self._delivered.is_set() or not self._ended.is_set():
+            return
+        launch, launcher = self._launch, self._launcher
+        with launch.view.origin():
+            try:
+                if self._exception is not None:
+                    launcher.outcome = self._outcome
+                    launcher.record = launch.end(self._outcome,
+                                                 list(launch.session.kernel_warnings))
+                else:
+                    self._result = launcher.finish(launch, self._outcome, self.trainer,
+                                                   self._given)
+            finally:
+                self.record = launcher.record
+                self._delivered.set()
+            self._tell(when)
+
+    def _tell(self, when: str) -> None:
+        from IPython.display import display
+
+        record = self.record
+        if not record.ok:
+            self.trainer.state.status = type(self.trainer.state.status)("interrupted")
+        kept = "its weights are in the kernel's model, its state in the Trainer" \
+            if self.stage == "fit" and record.status in ("finished", "interrupted") \
+            else "its results are in the Trainer"
+        print(f"Background run {self.id} ({self.stage} of {self.model_name}) {record.headline}; "
+              f"{kept} ({when}).")
+        if record.report is not None:
+            display(record.report)
+        elif record.ok:
+            display(record)
+
+    def __getattr__(self, name: str) -> Any:
+        record = self.__dict__.get("record")
+        if record is not None and not name.startswith("_"):
+            return getattr(record, name)
+        raise AttributeError(f"{name!r}: run {self.__dict__.get('id')} has no TrainingRun yet "
+                             "(it is still running, or its results are not back yet): wait() "
+                             "returns it")
+
+    def __repr__(self) -> str:
+        where = self.progress()
+        return (f"BackgroundRun {self.id}: {self.stage} of {self.model_name} on {self.devices}, "
+                f"{self.status}" + (f", {where}" if where else ""))
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

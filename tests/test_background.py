@@ -1,0 +1,322 @@
+"""``%%lightning_train --background`` in real Jupyter kernels (jupyter_client): the cell returns
+while its ranks train, other cells run, the live view stays in its own cell, results come back
+between cells or at ``wait()``, ``stop()`` and a dying kernel leave no process behind.
+
+Ordering is proven with events: rank 0 writes a FIFO once it is training, and the runs that must
+still be running when a check is made train until stopped (``--max-epochs 1000``)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+
+import psutil
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+pytestmark = pytest.mark.slow
+
+SETUP = r'''
+%load_ext lightning_magic
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Beacon(pl.LightningModule):
+    """Writes "training" to a FIFO (once) when rank 0 reaches step 3, then trains on."""
+
+    def __init__(self, fifo=None):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.fifo = fifo
+
+    def training_step(self, batch, batch_idx):
+        if self.fifo and self.global_rank == 0 and self.global_step == 3:
+            with open(self.fifo, "w") as tell_the_test:
+                tell_the_test.write("training\n")
+            self.fifo = None
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+X = torch.randn(256, 8)
+loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=8)
+'''
+
+ENDLESS = "%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1000"
+
+
+class Kernel:
+    """A kernel and every iopub message it sent, in order, read by one thread."""
+
+    def __init__(self, cwd: str) -> None:
+        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=cwd)
+        self.messages: list[dict] = []
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ok(SETUP)
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self.kc.get_iopub_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            except Exception:  # noqa: BLE001 - the channels were closed
+                return
+            with self._changed:
+                self.messages.append(message)
+                self._changed.notify_all()
+
+    def wait_until(self, found, what: str, since: int = 0) -> int:
+        """The index of the first message from ``since`` on for which ``found(message)``."""
+        with self._changed:
+            while True:
+                hit = next((i for i in range(since, len(self.messages))
+                            if found(self.messages[i])), None)
+                if hit is not None:
+                    return hit
+                assert self._changed.wait(timeout=300), f"no iopub message: {what}"
+
+    def status(self, msg_id: str, state: str, since: int = 0) -> int:
+        return self.wait_until(lambda m: m["msg_type"] == "status" and m["parent_header"].get(
+            "msg_id") == msg_id and m["content"]["execution_state"] == state,
+            f"{state} after {msg_id}", since)
+
+    def execute(self, code: str) -> str:
+        return self.kc.execute(code)
+
+    def reply(self, msg_id: str) -> dict:
+        """The execute reply of ``msg_id``, once all its output is in (the kernel is idle)."""
+        while True:
+            reply = self.kc.get_shell_msg(timeout=300)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                self.status(msg_id, "idle")
+                return reply["content"]
+
+    def ok(self, code: str) -> str:
+        """Run ``code``; its stdout. Fails on an error."""
+        msg_id = self.execute(code)
+        content = self.reply(msg_id)
+        assert content["status"] == "ok", (content.get("ename"), content.get("evalue"))
+        return self.stdout(msg_id)
+
+    def of(self, msg_id: str, *types: str) -> list[dict]:
+        with self._changed:
+            return [m for m in self.messages if m["parent_header"].get("msg_id") == msg_id
+                    and m["msg_type"] in types]
+
+    def stdout(self, msg_id: str) -> str:
+        return "".join(m["content"]["text"] for m in self.of(msg_id, "stream")
+                       if m["content"]["name"] == "stdout")
+
+    def value(self, msg_id: str) -> str:
+        return "".join(m["content"]["data"]["text/plain"]
+                       for m in self.of(msg_id, "execute_result"))
+
+    def children(self) -> list[psutil.Process]:
+        """The kernel's child processes (its ranks, and what they started), zombies excluded."""
+        kernel = psutil.Process(self.km.provisioner.process.pid)
+        return [p for p in kernel.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.kc.stop_channels()
+        if self.km.is_alive():
+            self.km.shutdown_kernel(now=True)
+
+
+def fifo_reader(path) -> threading.Thread:
+    """Make a FIFO at ``path``; the returned thread ends once something wrote to it."""
+    os.mkfifo(path)
+    thread = threading.Thread(target=path.read_text, daemon=True)
+    thread.start()
+    return thread
+
+
+def wait_for(thread: threading.Thread, what: str) -> None:
+    thread.join(timeout=300)
+    assert not thread.is_alive(), what
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    import lightning_magic
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lightning_magic.__file__)))
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
+    try:
+        kernel = Kernel(str(tmp_path_factory.mktemp("background")))
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield kernel
+    kernel.close()
+
+
+def test_a_background_fit_returns_while_its_ranks_train_and_other_cells_run(kernel, tmp_path):
+    training = fifo_reader(tmp_path / "training.fifo")
+    out = kernel.ok(f"{ENDLESS}\nmodel = Beacon({str(tmp_path / 'training.fifo')!r})\n"
+                    "before = model.layer.weight.detach().clone()\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint('status', run.status)")
+    assert "status running" in out
+    assert kernel.ok("print(1 + 1, run.done(), run.status)").split() == ["2", "False", "running"]
+    wait_for(training, "the background run never trained")
+    untouched = kernel.ok("print(torch.equal(before, model.layer.weight), run.done())")
+    assert untouched.split() == ["True", "False"], "the kernel's model changed mid-run"
+    listed = kernel.execute("%lightning_runs")
+    assert kernel.reply(listed)["status"] == "ok"
+    table = kernel.value(listed)
+    ident = kernel.ok("print(run.id)").strip()
+    row = next(line for line in table.splitlines() if line.startswith(ident))
+    assert row.split()[1:4] == ["Beacon", "fit", "running"] and "2 CPU processes" in row
+    ranks = kernel.children()
+    assert len(ranks) >= 2
+    stopped = kernel.ok("stopped = run.stop()\nprint(type(stopped).__name__, stopped.status, "
+                        "stopped.last_model_path is not None, "
+                        "torch.equal(before, model.layer.weight))")
+    assert stopped.split() == ["TrainingRun", "interrupted", "True", "False"]
+    gone, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, f"processes outlived stop(): {[p.pid for p in alive]}"
+    assert not kernel.children()
+
+
+def test_wait_returns_the_training_run_with_the_weights_in_the_kernels_model(kernel):
+    out = kernel.ok("%%lightning_train --background --accelerator cpu --devices 2 "
+                    "--max-epochs 2\nmodel = Beacon()\nstart = model.layer.weight.detach().clone()"
+                    "\ntrainer = pl.Trainer()\nrun = trainer.fit(model, loader)")
+    assert "Training Beacon on 2 CPU processes" in out
+    result = kernel.ok("done = run.wait()\nprint(type(done).__name__, done.status, "
+                       "done is run.record, done.global_step, trainer.global_step, "
+                       "torch.equal(start, model.layer.weight), run.done())")
+    name, status, same, steps, trainer_steps, unchanged, finished = result.split()
+    assert (name, status, same, unchanged, finished) == ("TrainingRun", "finished", "True",
+                                                         "False", "True")
+    assert int(steps) == int(trainer_steps) == 2 * 256 // 8 // 2
+
+
+def test_results_come_back_at_the_next_cell_with_a_note_in_the_runs_cell(kernel, tmp_path):
+    done = tmp_path / "done.fifo"
+    ended = fifo_reader(done)  # the run's done callback tells the test once the ranks are gone
+    started = kernel.execute("%%lightning_train --background --accelerator cpu --devices 2 "
+                             "--max-epochs 1\nmodel = Beacon()\n"
+                             "start = model.layer.weight.detach().clone()\n"
+                             "run = pl.Trainer().fit(model, loader)\n"
+                             f"run.add_done_callback(lambda r: open({str(done)!r}, 'w').write("
+                             "'ended'))")
+    assert kernel.reply(started)["status"] == "ok"
+    wait_for(ended, "the run never ended")
+    out = kernel.ok("print(run.delivered(), torch.equal(start, model.layer.weight))")
+    assert out.split() == ["True", "False"], "pre_run_cell did not bring the results back"
+    note = kernel.stdout(started)  # in the run's own cell, not in the one that took it back
+    assert "Background run" in note and "finished" in note and "back before In [" in note
+
+
+def test_the_live_view_updates_in_its_own_cell_while_another_cell_runs(kernel, tmp_path):
+    training, release = tmp_path / "training.fifo", tmp_path / "release.fifo"
+    began = fifo_reader(training)
+    origin = kernel.execute(f"{ENDLESS}\nmodel = Beacon({str(training)!r})\n"
+                            "run = pl.Trainer().fit(model, loader)")
+    assert kernel.reply(origin)["status"] == "ok"
+    wait_for(began, "the background run never trained")
+    views = [m for m in kernel.of(origin, "display_data")
+             if m["content"].get("transient", {}).get("display_id")]
+    assert views, "the cell showed no live view"
+    view_id = views[0]["content"]["transient"]["display_id"]
+    os.mkfifo(release)
+    other = kernel.execute(f"open({str(release)!r}).read()")  # runs until the test writes
+    busy = kernel.status(other, "busy")
+    update = kernel.wait_until(
+        lambda m: m["msg_type"] == "update_display_data"
+        and m["content"]["transient"]["display_id"] == view_id, "an update of the view", busy)
+    release.write_text("go")
+    assert kernel.reply(other)["status"] == "ok"
+    assert kernel.status(other, "idle") > update, "the update came while the other cell ran"
+    kernel.ok("run.stop()")
+    of_view = [m for m in kernel.messages if m["msg_type"] in (
+        "display_data", "update_display_data")
+        and m["content"].get("transient", {}).get("display_id") == view_id]
+    parents = {m["parent_header"].get("msg_id") for m in of_view}
+    assert parents == {origin}, "the live view sent output as another cell's"
+    assert not kernel.of(other, "display_data", "update_display_data")
+
+
+def test_the_stop_button_during_another_cell_interrupts_that_cell_not_the_run(kernel, tmp_path):
+    training, hold = tmp_path / "training.fifo", tmp_path / "hold.fifo"
+    began = fifo_reader(training)
+    kernel.ok(f"{ENDLESS}\nmodel = Beacon({str(training)!r})\n"
+              "run = pl.Trainer().fit(model, loader)")
+    wait_for(began, "the background run never trained")
+    os.mkfifo(hold)
+    inside = fifo_reader(tmp_path / "inside.fifo")  # the cell's code itself runs: no race
+    blocked = kernel.execute(f"open({str(tmp_path / 'inside.fifo')!r}, 'w').write('in')\n"
+                             f"open({str(hold)!r}).read()")  # blocks until interrupted
+    wait_for(inside, "the other cell never ran")
+    kernel.km.interrupt_kernel()
+    reply = kernel.reply(blocked)
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert kernel.ok("print(run.status, run.done())").split() == ["running", "False"]
+    assert "interrupted" in kernel.ok("%lightning_stop all\nprint(run.status)")
+
+
+def test_a_call_on_a_trainer_whose_run_goes_on_waits_for_it_or_with_no_wait_is_refused(
+        kernel, tmp_path):
+    kernel.ok(f"{ENDLESS} --no-wait\nmodel = Beacon()\ntrainer = pl.Trainer()\n"
+              "first = trainer.fit(model, loader)")
+    ident = kernel.ok("print(first.id)").strip()
+    refused = kernel.execute("trainer.validate(model, loader)")
+    reply = kernel.reply(refused)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    assert f"--no-wait: the validate of Beacon needs its trainer and its model, held by " \
+           f"background run {ident} (fit of Beacon" in reply["evalue"]
+    assert kernel.ok("print(first.status)").strip() == "running"
+    kernel.ok(f"%lightning_stop {ident[:6]}")
+
+    press = tmp_path / "press.fifo"
+    os.mkfifo(press)
+    kernel.ok(f"{ENDLESS}\nmodel = Beacon()\ntrainer = pl.Trainer()\n"
+              "first = trainer.fit(model, loader)\nimport threading\n"
+              f"threading.Thread(target=lambda: (open({str(press)!r}).read(), "
+              "first.stop(wait=False)), daemon=True).start()")
+    ident = kernel.ok("print(first.id)").strip()
+    second = kernel.execute("checked = trainer.validate(model, loader)")
+    kernel.wait_until(lambda m: m["msg_type"] == "stream" and m["parent_header"].get(
+        "msg_id") == second and f"Waiting for background run {ident}" in m["content"]["text"],
+        "the note naming the run it waits for")
+    press.write_text("stop")  # the first run stops; the second call then starts
+    assert kernel.reply(second)["status"] == "ok"
+    out = kernel.ok("print(first.status, first.delivered(), type(checked).__name__, "
+                    "type(checked.wait()).__name__, checked.status)")
+    assert out.split() == ["interrupted", "True", "BackgroundRun", "list", "finished"]
+
+
+def test_a_kernel_shut_down_mid_run_leaves_no_rank_behind(tmp_path, kernel_env):
+    own = Kernel(str(tmp_path))
+    try:
+        training = fifo_reader(tmp_path / "training.fifo")
+        own.ok(f"{ENDLESS}\nmodel = Beacon({str(tmp_path / 'training.fifo')!r})\n"
+               "run = pl.Trainer().fit(model, loader)")
+        wait_for(training, "the background run never trained")
+        ranks = own.children()
+        assert len(ranks) >= 2
+        own.km.shutdown_kernel(now=False)  # a shutdown request, as JupyterLab's
+        gone, alive = psutil.wait_procs(ranks, timeout=60)
+        assert not alive, f"processes outlived their kernel: {[p.pid for p in alive]}"
+    finally:
+        own.close()

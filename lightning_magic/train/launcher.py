@@ -8,7 +8,8 @@ predict alike; predict gathers every rank's share (see ``predictions``).
 
 Inside a rank, Lightning's loops run in a fresh thread: a forked process inherits the kernel's
 OpenMP thread pool without its threads, and the first parallel op on the forked main thread
-waits forever for them; a new thread starts a pool of its own.
+waits forever for them; a new thread starts a pool of its own. The kernel's pool is released
+just before the fork (``openmp``), so that the rank's own pool is not slowed by it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import callbacks, predictions, setups, transfer
 from .interrupts import Presses
 from .leftovers import Reaper, left_running
 from .loggers import continue_logs
+from .openmp import release_pool
 from .rank import WarningCollector, prepare_rank_process
 from .sharded import mesh_shape, settle_metrics
 from .supervision import Outcome, RankError, address_in_use, end_ranks
@@ -151,6 +153,7 @@ class NotebookLauncher:
         self.procs = []
         reaper = Reaper()  # ends what the ranks started if the kernel itself is killed
         self._reaper_fd = reaper.fd
+        release_pool()  # the ranks' own pools then compute as fast as the kernel's (see openmp)
         try:
             try:
                 for rank in range(self._strategy.num_processes):

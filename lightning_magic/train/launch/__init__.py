@@ -13,6 +13,7 @@ the cell's side (``train.kernel``).
   ``default_root_dir``.
 - ``supervision_loop``: the kernel's wait; ``supervision``: the root cause, stalls, ending process
   groups; ``interrupts``: stop presses; ``leftovers``: what a run leaves behind, the reaper.
+- ``openmp``: the kernel's OpenMP pool given back before the fork, so a rank computes as fast.
 - ``control``: state shared by the kernel and its ranks; ``events``: the kernel's end of rank 0's
   progress pipe.
 """

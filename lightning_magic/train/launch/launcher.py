@@ -8,7 +8,8 @@ predict alike; predict gathers every rank's share (see ``predictions``).
 
 Inside a rank, Lightning's loops run in a fresh thread: a forked process inherits the kernel's
 OpenMP thread pool without its threads, and the first parallel op on the forked main thread
-waits forever for them; a new thread starts a pool of its own.
+waits forever for them; a new thread starts a pool of its own. The kernel's pool is released
+just before the fork (``openmp``), so that the rank's own pool is not slowed by it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..ranks.errors import error_record
 from ..ranks.loggers import continue_logs
 from ..ranks.rank import WarningCollector, prepare_rank_process
 from ..ranks.sharded import mesh_shape, settle_metrics
+from .openmp import release_pool
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from ..returns.wire import pack
@@ -161,6 +163,7 @@ class NotebookLauncher:
         self.procs = []
         reaper = Reaper()  # ends what the ranks started if the kernel itself is killed
         self._reaper_fd = reaper.fd
+        release_pool()  # the ranks' own pools then compute as fast as the kernel's (see openmp)
         try:
             try:
                 for rank in range(self._strategy.num_processes):

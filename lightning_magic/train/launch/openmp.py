@@ -1,0 +1,57 @@
+"""The kernel's OpenMP thread pool, given back before the ranks are forked.
+
+GNU OpenMP (libgomp, which torch's Linux wheels ship) keeps one count of the threads it manages
+for the whole process and spins a worker only while that count fits the CPUs; past it, a worker
+goes to sleep after about a hundred spins, and every parallel region pays for waking it. A forked
+rank inherits the count with the kernel's pool in it, though none of the pool's threads came
+across the fork: the rank's own pool (started in a fresh thread, see ``launcher``) then counts as
+too many, and each parallel op runs about twice as slow as the same op in the kernel. Released
+before the fork (OpenMP 5.0's ``omp_pause_resource_all``, the pool's threads end), the count is
+the kernel's main thread alone, the rank starts its pool as plain Lightning's first parallel op
+does, and the kernel starts a new one at its next. The number of threads is not changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from typing import Optional
+
+_log = logging.getLogger(__name__)
+
+OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: threads end, the runtime stays initialized
+# Intel's and LLVM's runtimes (libiomp5, libomp) start afresh in a forked child on their own
+
+
+def loaded_gomp() -> Optional[str]:
+    """The path of the GNU OpenMP runtime this process has loaded, if any (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                path = fields[5] if len(fields) > 5 else ""
+                name = path.rsplit("/", 1)[-1]
+                if name.startswith("libgomp") and ".so" in name:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def release_pool() -> bool:
+    """End the calling thread's OpenMP worker threads (called just before the fork, in the
+    thread that forks); True when the runtime did. A runtime that cannot (not loaded, too old,
+    inside a parallel region) keeps its pool, and the ranks work as before."""
+    if "torch" not in sys.modules:  # nothing has started a pool
+        return False
+    path = loaded_gomp()
+    if path is None:
+        return False
+    try:
+        pause = ctypes.CDLL(path).omp_pause_resource_all
+    except (OSError, AttributeError):  # a runtime before OpenMP 5.0
+        _log.debug("%s has no omp_pause_resource_all; its pool stays", path)
+        return False
+    pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+    return pause(OMP_PAUSE_SOFT) == 0

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 CHILD = textwrap.dedent('''
     import os, sys, torch
-    from lightning_magic.train.openmp import release_pool
+    from lightning_magic.train.launch.openmp import release_pool
 
     torch.set_num_threads(2)
     torch.nn.functional.log_softmax(torch.randn(4096, 1000), 1).sum()  # the pool starts

@@ -68,7 +68,7 @@ def quiet_lightning_logs() -> dict[str, int]:
     previous = {}
     names = [n for n in list(logging.root.manager.loggerDict)
              if n.split(".")[0] in ("lightning", "pytorch_lightning", "lightning_fabric")]
-    for name in names + ["lightning.pytorch", "lightning.fabric"]:
+    for name in dict.fromkeys(names + ["lightning.pytorch", "lightning.fabric"]):  # each once
         logger = logging.getLogger(name)
         previous[name] = logger.level
         if logger.level < logging.WARNING:

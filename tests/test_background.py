@@ -172,10 +172,12 @@ def kernel(tmp_path_factory):
 
 def test_a_background_fit_returns_while_its_ranks_train_and_other_cells_run(kernel, tmp_path):
     training = fifo_reader(tmp_path / "training.fifo")
-    out = kernel.ok(f"{ENDLESS}\nmodel = Beacon({str(tmp_path / 'training.fifo')!r})\n"
-                    "before = model.layer.weight.detach().clone()\n"
-                    "run = pl.Trainer().fit(model, loader)\nprint('status', run.status)")
-    assert "status running" in out
+    fit = kernel.execute(f"{ENDLESS}\nmodel = Beacon({str(tmp_path / 'training.fifo')!r})\n"
+                         "before = model.layer.weight.detach().clone()\n"
+                         "run = pl.Trainer().fit(model, loader)\nprint('status', run.status)")
+    reply = kernel.reply(fit)
+    assert reply["status"] == "ok", (reply.get("ename"), reply.get("evalue"))
+    assert "status running" in kernel.stdout(fit)
     assert kernel.ok("print(1 + 1, run.done(), run.status)").split() == ["2", "False", "running"]
     wait_for(training, "the background run never trained")
     untouched = kernel.ok("print(torch.equal(before, model.layer.weight), run.done())")
@@ -186,6 +188,7 @@ def test_a_background_fit_returns_while_its_ranks_train_and_other_cells_run(kern
     ident = kernel.ok("print(run.id)").strip()
     row = next(line for line in table.splitlines() if line.startswith(ident))
     assert row.split()[1:4] == ["Beacon", "fit", "running"] and "2 CPU processes" in row
+    assert row.endswith(f"In [{reply['execution_count']}]"), "the run's cell as the notebook numbers it"
     ranks = kernel.children()
     assert len(ranks) >= 2
     stopped = kernel.ok("stopped = run.stop()\nprint(type(stopped).__name__, stopped.status, "

@@ -21,7 +21,7 @@ ALLOWED = {
     "export": {"options", "source"},
     "server": {"readings"},
     "train": {"readings", "suggestions", "view", "options", "source"},
-    "background": {"train", "view", "options"},
+    "background": {"train", "view", "options", "source"},
     "magic": {"train", "readings", "view", "export", "options", "suggestions", "background"},
     "__init__": {"magic"},
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..source.editor import cell_number
 from .handle import BackgroundRun
 from .leases import claim, needs
 from .runs import RUNS, Runs
@@ -28,7 +29,7 @@ class Runner:
         # a holder's results came with its own call's state (a new TrainerState): this call's
         trainer.state.fn, trainer.state.status, trainer.state.stage = call
         launch, given = launcher.begin(trainer, args, kwargs)
-        run = BackgroundRun(launcher, launch, trainer, given, cell=self.shell.execution_count)
+        run = BackgroundRun(launcher, launch, trainer, given, cell=cell_number(self.shell))
         try:
             ranks = launcher.start_ranks(function, args, kwargs, trainer, launch)
         except BaseException:

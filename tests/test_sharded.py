@@ -86,6 +86,10 @@ state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=Tru
                                                              cpu_offload=True))
 if trainer.global_rank == 0:
     torch.save(state, sys.argv[1])
+# as PyTorch asks of a torchrun script: left to interpreter exit, the gloo group's threads are
+# torn down unjoined and a rank may abort ("terminate called without an active exception")
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
 '''
 
 RUN = "%%lightning_train --accelerator cpu --devices 2 --strategy model_parallel --seed 0"

@@ -3,8 +3,8 @@ cell body runs) and ``run`` (the cell as written, its Trainer's methods in forke
 that calls none trains the model and data it made).
 
 What the cell gives back: the ``TrainingRun`` of its last ``fit`` (or of the training the magic
-did for it), else the value of its last line, as a plain cell would; a launch that failed is
-given back as its ``TrainingRun`` with the report.
+did for it; the cell's earlier fits are on its ``earlier``), else the value of its last line, as
+a plain cell would; a launch that failed is given back as its ``TrainingRun`` with the report.
 """
 
 from __future__ import annotations
@@ -90,34 +90,63 @@ def run(prepared: Prepared) -> CellResult:
             if not intercept.launches() and not started:
                 value = _train_what_the_cell_made(prepared, intercept)
         except RanksFailed as failed:
-            return CellResult(value=None, run=failed.record)
+            return CellResult(value=None, run=_with_earlier(failed.record, intercept))
     fits = [record for stage, record in intercept.launches() if stage == "fit"]
     if fits:
-        return CellResult(value=fits[-1], run=fits[-1])
+        return CellResult(value=fits[-1], run=_with_earlier(fits[-1], intercept))
     return CellResult(value=value, run=None)
+
+
+def _with_earlier(record: TrainingRun, intercept: Any) -> TrainingRun:
+    """The record bound to ``--out``, holding the cell's fits before it (its summary says so)."""
+    record.earlier = [run for stage, run in intercept.launches()
+                      if stage == "fit" and run is not record]
+    return record
 
 
 def _train_what_the_cell_made(prepared: Prepared, intercept: Any) -> TrainingRun:
     """No Trainer method was called: fit the model and data the cell made, with the Trainer it
-    made (for its arguments) or one the magic makes."""
+    made (for its arguments) or one the magic makes, given the callbacks the cell bound."""
     from .kernel import guards
     from . import namespaces
-    from .kernel.discovery import bound_by_cell, discover
+    from .kernel.discovery import bound_by_cell, bound_callbacks, discover
 
     namespace, flags = prepared.shell.user_ns, prepared.flags
-    found = discover(namespace, bound_by_cell(prepared.before, namespace, prepared.cell),
-                     model=flags.model, data=flags.data, val_data=flags.val_data)
+    bound = bound_by_cell(prepared.before, namespace, prepared.cell)
+    found = discover(namespace, bound, model=flags.model, data=flags.data,
+                     val_data=flags.val_data)
     guards.check_cuda_not_initialized(prepared.cuda_watch, prepared.cell, prepared.cell_number)
     guards.check_before_fork(found)
+    by_name = bound_callbacks(bound)
     if intercept.trainers:
         trainer = intercept.trainers[-1]
+        given = {id(cb) for cb in trainer.callbacks}
+        unused = {name: items for name, items in by_name.items()
+                  if any(id(cb) not in given for cb in items)}
+        if unused:
+            trainer._lightning_magic.notes.append(
+                f"The cell binds {_callbacks_text(unused)}, which its Trainer was not given: "
+                "they are not used. Pass them as Trainer(callbacks=...) to use them.")
     else:
         space = namespaces.of(namespaces.unwrap_compiled(found.model))
-        trainer = space.Trainer()
+        mine = {name: items for name, items in by_name.items()
+                if all(isinstance(cb, space.Callback) for cb in items)}
+        callbacks = list({id(cb): cb for items in mine.values() for cb in items}.values())
+        trainer = space.Trainer(callbacks=callbacks) if callbacks else space.Trainer()
+        if callbacks:
+            trainer._lightning_magic.notes.append(
+                f"The Trainer the magic made for this cell takes its {_callbacks_text(mine)} "
+                "as Trainer(callbacks=...).")
     started = trainer.fit(found.model, train_dataloaders=found.train,
                           val_dataloaders=found.val if found.datamodule is None else None,
                           datamodule=found.datamodule)
     return started if started is not None else trainer._lightning_magic.records[-1][1]
+
+
+def _callbacks_text(by_name: dict[str, list[Any]]) -> str:
+    """'callbacks (EarlyStopping, LearningRateMonitor)'."""
+    return ", ".join(f"{name} ({', '.join(dict.fromkeys(type(cb).__name__ for cb in items))})"
+                     for name, items in by_name.items())
 
 
 def _check_logger(flags: TrainFlags) -> None:

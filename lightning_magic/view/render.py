@@ -136,7 +136,8 @@ def _table(rows: list[tuple[str, str]], heading: str = "") -> str:
 
 def render_summary_html(run: Any) -> str:
     """A ``TrainingRun`` as HTML: its headline, its rows (``run.rows()``), its final metrics
-    (``run.metric_rows()``) and the charts of its history. A checked run shows no charts:
+    (``run.metric_rows()``), the notes the cell did not print (``run.later_notes``) and the
+    charts of its history. A checked run shows no charts:
     nothing was trained."""
     status = str(run.status)
     marker = (f"<span aria-hidden='true' style='display:inline-block;width:0.7em;height:0.7em;"
@@ -145,8 +146,11 @@ def render_summary_html(run: Any) -> str:
     metric_rows = run.metric_rows() if status != "checked" else []
     tables = _table(run.rows()) + (_table(metric_rows, "final metrics") if metric_rows else "")
     charts = render_chart_svg(run.history or []) if status != "checked" else ""
+    notes = "".join(f"<div>{escape(note)}</div>" for note in run.later_notes)
     return (f"<div class='lightning-magic-run' data-status='{escape(status)}' "
             f"style='{BOX};color:{TEXT}'><b>TrainingRun</b>{marker}"
             f"<b>{escape(run.headline)}</b>"
             "<div style='display:flex;flex-wrap:wrap;align-items:flex-start;gap:0.5em 2em;"
-            f"margin-top:0.3em'>{tables}</div>{charts}</div>")
+            f"margin-top:0.3em'>{tables}</div>"
+            + (f"<div class='lightning-magic-notes' style='margin-top:0.3em'>{notes}</div>"
+               if notes else "") + f"{charts}</div>")

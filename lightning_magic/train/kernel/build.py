@@ -60,7 +60,7 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     quick = kwargs.get("fast_dev_run") not in (None, False, 0)  # Lightning saves nothing then
     kwargs["callbacks"] = _callbacks(space, user, session, notes, quick)
     kwargs["logger"] = _logger(space, user, session, notes)
-    _progress_bar(kwargs, user, flags, notes)
+    _progress_bar(space, kwargs, user, flags, notes)
     kwargs.setdefault("enable_model_summary", False)
     if flags.check:
         kwargs.update(fast_dev_run=1, enable_checkpointing=False, logger=False)
@@ -196,11 +196,21 @@ def _logger(space: ModuleType, user: dict[str, Any], session: Any, notes: list[s
     return space.loggers.TensorBoardLogger(ckpt_dir)
 
 
-def _progress_bar(kwargs: dict[str, Any], user: dict[str, Any], flags: Any,
+def _progress_bar(space: ModuleType, kwargs: dict[str, Any], user: dict[str, Any], flags: Any,
                   notes: list[str]) -> None:
+    """The live view, or Lightning's bar (``--progress bar``, or a bar the cell gave); in a
+    notebook Lightning's default bar draws on one line (``progress_bar``)."""
     has_bar = any(type(cb).__name__.endswith("ProgressBar") for cb in kwargs["callbacks"])
     if flags.progress == "bar" or has_bar:
         kwargs["enable_progress_bar"] = True
+        from ...view.live import frontend
+
+        if not has_bar and frontend() == "html":
+            from ..ranks.progress_bar import one_line_bar
+
+            bar = one_line_bar(space)
+            if bar is not None:
+                kwargs["callbacks"] = list(kwargs["callbacks"]) + [bar]
         return
     if user.get("enable_progress_bar"):
         notes.append("The live view replaces Lightning's progress bar (--progress bar keeps it).")

@@ -1,4 +1,4 @@
-"""Find the LightningModule and the data a ``%%lightning_train`` cell made.
+"""Find the LightningModule, the data and the callbacks a ``%%lightning_train`` cell made.
 
 The cell runs in the user's namespace; comparing the namespace before and after tells which names
 the cell bound. The rules, and their messages, are ``lightning_magic.source.choosing``'s: ``--export``
@@ -77,6 +77,22 @@ def discover(namespace: dict[str, Any], bound: dict[str, Any], model: Optional[s
     if data_choice.val is not None:
         found.val_name, found.val = data_choice.val, namespace[data_choice.val]
     return found
+
+
+def bound_callbacks(bound: dict[str, Any]) -> dict[str, list[Any]]:
+    """The Lightning callbacks the cell bound, by name: a callback, or a list or tuple of them
+    (for a cell whose Trainer the magic makes)."""
+    found = {}
+    for name, value in bound.items():
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if items and all(_is_callback(item) for item in items):
+            found[name] = items
+    return found
+
+
+def _is_callback(obj: Any) -> bool:
+    return not isinstance(obj, type) and any(isinstance(obj, space.Callback)
+                                             for space in namespaces.loaded())
 
 
 def _held(values: dict[str, Any]) -> dict[str, Held]:

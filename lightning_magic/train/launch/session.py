@@ -203,7 +203,9 @@ class Launch:
                          "the rank ended anyway, and what it left was ended with it.")
         effective = _effective_batch(event.get("batch_size"), self.world_size,
                                      event.get("replicas") or self.world_size,
-                                     getattr(self.trainer, "accumulate_grad_batches", 1))
+                                     getattr(self.trainer, "accumulate_grad_batches", 1),
+                                     "GPUs" if self.session.resolved.accelerator == "gpu"
+                                     else "processes")
         if effective:
             notes.append(effective)
         from ...options import hardware
@@ -243,7 +245,7 @@ class Launch:
             warnings=warnings_seen, checks=dict(extra.get("check") or {}),
             max_epochs=_limit(getattr(self.trainer, "max_epochs", None)),
             max_steps=_limit(getattr(self.trainer, "max_steps", None)), name=session.flags.out,
-            stage=self.stage,
+            stage=self.stage, notes_printed=len(self.notes),
         )
         if status not in ("finished", "checked"):
             from ..returns.failures import report_for
@@ -259,12 +261,13 @@ def _limit(value: Any) -> Optional[int]:
 
 
 def _effective_batch(batch_size: Optional[int], world_size: int, replicas: int,
-                     accumulate: int) -> Optional[str]:
+                     accumulate: int, units: str = "processes") -> Optional[str]:
+    """'Effective batch size: 64 (32 x 2 GPUs)': what one optimizer step sees."""
     if not batch_size or world_size * accumulate == 1:
         return None
     accumulated = f" x {accumulate} accumulated" if accumulate > 1 else ""
     if replicas == world_size:
-        taking = f"{world_size} processes"
+        taking = f"{world_size} {units}"
     else:
         taking = (f"{replicas} data-parallel group{'s' if replicas != 1 else ''}; the "
                   f"{world_size // replicas} tensor-parallel ranks of a group share each batch")

@@ -10,4 +10,5 @@ of the kernel's side: it imports no other room of train/.
 - ``loggers``: a logger across a Trainer's launches; ``setups``: a data module's setup history,
   replayed; ``predictions``: predict's batches shared by the ranks, and merged back in order.
 - ``sharded``: model_parallel and FSDP runs (strategy, notes, gathering full weights).
+- ``progress_bar``: Lightning's bar in a notebook, its validation bar on the training bar's line.
 """

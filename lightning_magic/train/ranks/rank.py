@@ -43,7 +43,9 @@ def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
 
 
 def _capture_output(path: str) -> None:
-    """Ranks other than 0 write to a file (kept for the failure report), not to the cell."""
+    """Ranks other than 0 write to a file (kept for the failure report), not to the cell: their
+    prints, what their C code writes, and their log records, so that a line every rank logs
+    (Lightning's LR finder's, the user's) reaches the cell once, from rank 0."""
     import sys
 
     handle = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the rank
@@ -52,7 +54,23 @@ def _capture_output(path: str) -> None:
             os.dup2(handle.fileno(), fd)
         except OSError:
             pass
+    cell_streams = (sys.stdout, sys.stderr)
     sys.stdout = sys.stderr = handle
+    _redirect_log_handlers(cell_streams, handle)
+
+
+def _redirect_log_handlers(streams: tuple[Any, ...], handle: Any) -> None:
+    """Point the log handlers that write to ``streams`` (the kernel's, which a forked rank
+    still reaches) at ``handle``. Not ``setStream``: flushing the kernel's stream in a rank
+    could send what the kernel itself had buffered."""
+    loggers = [logging.getLogger()] + [logger for logger in
+                                       list(logging.root.manager.loggerDict.values())
+                                       if isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and \
+                    any(handler.stream is stream for stream in streams):
+                handler.stream = handle
 
 
 def _die_with_parent() -> None:

@@ -45,10 +45,18 @@ class TrainingRun:
     max_steps: Optional[int] = None
     name: str = field(default="lightning_run", repr=False)  # the variable it is bound to (--out)
     stage: str = field(default="fit", repr=False)  # the Trainer call: fit, validate, test, predict
+    notes_printed: int = field(default=0, repr=False)  # notes[:n] were printed as the run began
+    earlier: list["TrainingRun"] = field(default_factory=list, repr=False)  # the cell's other fits
 
     @property
     def ok(self) -> bool:
         return self.status in ("finished", "checked")
+
+    @property
+    def later_notes(self) -> list[str]:
+        """The notes the cell did not print as the run began: rank 0's (the effective batch size,
+        its CPU threads), and how the run ended. The summary shows them."""
+        return self.notes[self.notes_printed:]
 
     @property
     def headline(self) -> str:
@@ -97,6 +105,10 @@ class TrainingRun:
             rows.append(("best checkpoint", self.best_model_path))
         if self.last_model_path:
             rows.append(("last checkpoint", self.last_model_path))
+        if self.earlier:
+            count = len(self.earlier)
+            rows.append(("earlier fits", f"{count} in {self.name}.earlier; this summary is of the "
+                                         "cell's last fit"))
         if self.warnings:
             count = len(self.warnings)
             rows.append(("warnings", f"{count} warning{'s' if count != 1 else ''} in "
@@ -128,6 +140,7 @@ class TrainingRun:
         width = max(len(k) for k, _ in rows)
         lines = [f"TrainingRun {self.headline}"]
         lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        lines += [f"  {note}" for note in self.later_notes]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:

@@ -650,3 +650,35 @@ def test_the_script_launches_the_strategy_the_flags_name(shell, strategy, expect
     script = export(shell, strategy=strategy).script_path.read_text()
     assert expected in script
     compile(script, "train.py", "exec")
+
+
+def test_a_module_the_cell_imports_is_found_without_importing_it(shell, tmp_path, monkeypatch):
+    package = tmp_path / "site" / "zoo_models"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from .nets import Net\n")
+    (package / "nets.py").write_text(
+        "import torch\nimport lightning.pytorch as pl\n\n"
+        "class Base(pl.LightningModule):\n"
+        "    def configure_optimizers(self):\n"
+        "        return torch.optim.SGD(self.parameters(), lr=0.1)\n\n"
+        "class Net(Base):\n"
+        "    def __init__(self, width=4):\n"
+        "        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(width, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    run_cells(shell, IMPORTS, DATA, "model = 'a stale value from an earlier cell'")
+    cell = "from zoo_models import Net\nmodel = Net()\nloader = make_loader()\n"
+    script = export(shell, cell=cell, resume=None).script_path.read_text()
+    assert fit_line(script) == "trainer.fit(model, train_dataloaders=loader)"
+    assert "from zoo_models import Net" in script
+    assert "zoo_models" not in sys.modules, "exporting imported the cell's module"
+
+
+def test_lightnings_own_demo_model_imported_by_the_cell_is_the_model(shell):
+    run_cells(shell, IMPORTS, MODEL, DATA, "model = TinyModel()")  # a stale model of another class
+    cell = ("from lightning.pytorch.demos.boring_classes import BoringModel\n"
+            "model = BoringModel()\n")
+    result = export(shell, cell=cell, resume=None)
+    script = result.script_path.read_text()
+    assert fit_line(script) == "trainer.fit(model)"
+    assert "model = BoringModel()" in script and "class TinyModel" not in script

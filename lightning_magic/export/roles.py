@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from dataclasses import dataclass
 
 from IPython.core.error import UsageError
 
 from ..source.names import bound_names
+from .imported import StaticClass, imported_names
 from ..source.choosing import Held, choose_data, choose_model, no_training_data
 
 LIGHTNING_PACKAGES = ("lightning.pytorch", "pytorch_lightning")
@@ -113,6 +115,7 @@ class Roles:
             for statement in ast.parse(source).body
             if isinstance(statement, ast.FunctionDef)
         }
+        self.imported = imported_names(ast.parse(code))  # read from source where not loaded
         for statement in ast.parse(code).body:
             if isinstance(statement, ast.ClassDef):
                 self.classes[statement.name] = self._class_of_definition(statement)
@@ -159,9 +162,29 @@ class Roles:
     def _class(self, expression: ast.expr) -> _Class | None:
         if isinstance(expression, ast.Name) and expression.id in self.classes:
             return self.classes[expression.id]
-        return _live_class(self._live(expression))
+        live = self._live(expression)
+        if live is None and (target := self._imported_target(expression)) is not None:
+            static = StaticClass(*target)
+            return _Class(target[1], static.kind, static.package, static.takes_no_arguments,
+                          static.train_dataloader) if static.known else None
+        return _live_class(live)
+
+    def _imported_target(self, expression: ast.expr) -> tuple[str, str] | None:
+        """``(module, class name)`` of a class the cell imports: ``Name`` or ``module.Name``."""
+        if isinstance(expression, ast.Name) and expression.id in self.imported:
+            module, attribute = self.imported[expression.id]
+            return (module, attribute) if attribute else None
+        if isinstance(expression, ast.Attribute) and isinstance(expression.value, ast.Name):
+            module, attribute = self.imported.get(expression.value.id, (None, None))
+            if module is not None:
+                return (module if attribute is None else f"{module}.{attribute}", expression.attr)
+        return None
 
     def _live(self, expression: ast.expr):
+        if isinstance(expression, ast.Name) and expression.id in self.imported:
+            module, attribute = self.imported[expression.id]  # the cell's import, not the kernel's
+            loaded = sys.modules.get(module)
+            return loaded if attribute is None or loaded is None else getattr(loaded, attribute, None)
         if isinstance(expression, ast.Name):
             return self.namespace.get(expression.id)
         if isinstance(expression, ast.Attribute):

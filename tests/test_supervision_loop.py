@@ -276,26 +276,3 @@ def test_a_stall_dumps_every_stack_and_names_the_stalled_rank(tmp_path, no_orpha
     assert "barrier" in outcome.stacks[0] and "users_stuck_loop" in outcome.stacks[1]
     # rank 0's heartbeat is the older one; its stack says it waits inside torch for rank 1
     assert outcome.stalled_rank == 1
-
-
-def test_the_stalled_rank_is_told_by_its_training_thread_whatever_order_its_threads_are_dumped():
-    """A rank's dump lists its threads in no fixed order: a rank whose idle helper thread comes
-    first is still waiting in a collective, not the one that stalled."""
-    from lightning_magic.train.launch.supervision import pick_stalled
-
-    idle = ('Thread 0x00007f00000002 (most recent call first):\n'
-            '  File "/usr/lib/python3.11/threading.py", line 327 in wait\n'
-            '  File "/usr/lib/python3.11/threading.py", line 1002 in _bootstrap\n')
-    main = ('Current thread 0x00007f00000001 (most recent call first):\n'
-            '  File "/usr/lib/python3.11/threading.py", line 1119 in join\n'
-            '  File "/x/lightning_magic/train/launch/launcher.py", line 222 in _rank_main\n')
-
-    def worker(innermost: str) -> str:
-        return ('Thread 0x00007f00000003 (most recent call first):\n'
-                f'  File "{innermost}", line 9 in step\n'
-                '  File "/x/lightning_magic/train/launch/launcher.py", line 260 in _rank_work\n')
-
-    waiting = idle + worker("/venv/lib/python3.11/site-packages/torch/autograd/graph.py") + main
-    stalled = worker("<ipython-input-3>") + main
-    assert pick_stalled({0: waiting, 1: stalled}, fallback=0) == 1
-    assert pick_stalled({0: stalled, 1: waiting}, fallback=1) == 0

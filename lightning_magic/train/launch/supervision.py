@@ -86,26 +86,13 @@ def root_cause(outcome: Outcome, reported: list[RankError], deaths: dict[int, in
 
 
 def pick_stalled(stacks: dict[int, str], fallback: int) -> int:
-    """The rank whose training thread's innermost frame is outside torch and Lightning is the one
-    that stalled; the others wait for it inside a collective (faulthandler lists each thread's
-    innermost frame first, and the threads of a rank in no fixed order)."""
+    """The rank whose innermost frame is outside torch and Lightning is the one that stalled;
+    the others wait for it inside a collective (faulthandler lists the innermost frame first)."""
     for rank, text in sorted(stacks.items()):
-        frames = [line for line in _training_thread(text) if line.strip().startswith("File ")]
+        frames = [line for line in text.splitlines() if line.strip().startswith("File ")]
         if frames and "/torch/" not in frames[0] and "/lightning/" not in frames[0]:
             return rank
     return fallback
-
-
-def _training_thread(text: str) -> list[str]:
-    """The lines of the thread that runs Lightning's loop (``_rank_work``) in one rank's dump;
-    the whole dump where no thread block holds it."""
-    blocks: list[list[str]] = [[]]
-    for line in text.splitlines():
-        if line.startswith(("Thread 0x", "Current thread 0x")):
-            blocks.append([])
-        blocks[-1].append(line)
-    return next((block for block in blocks if any(" in _rank_work" in line for line in block)),
-                text.splitlines())
 
 
 class Exits:

@@ -14,18 +14,40 @@ import threading
 import psutil
 import pytest
 from jupyter_client.manager import start_new_kernel
-from support.kernels import ENDLESS_SETUP
 
 pytestmark = pytest.mark.slow
 
-# support's Endless (it tells the test through a FIFO once rank 0 trains, then trains on), with
-# a validation loss, on a smaller data set
-SETUP = ENDLESS_SETUP + r'''
+SETUP = r'''
+%load_ext lightning_magic
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
 
-class Beacon(Endless):
+
+class Beacon(pl.LightningModule):
+    """Writes "training" to a FIFO (once) when rank 0 reaches step 3, then trains on."""
+
+    def __init__(self, fifo=None):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+        self.fifo = fifo
+
+    def training_step(self, batch, batch_idx):
+        if self.fifo and self.global_rank == 0 and self.global_step == 3:
+            with open(self.fifo, "w") as tell_the_test:
+                tell_the_test.write("training\n")
+            self.fifo = None
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("loss", loss)
+        return loss
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
         self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
 X = torch.randn(256, 8)

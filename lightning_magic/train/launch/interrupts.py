@@ -16,32 +16,38 @@ import threading
 from typing import Any
 
 
-class PressPipe:
-    """Presses counted and signalled through a non-blocking pipe that the supervision loop waits
-    on (``multiprocessing.connection.wait`` takes this object): the notebook's stop button
-    (``Presses``) and a background run's (``background.stop_button``) alike."""
+class Presses:
+    """A context manager; ``count`` is the number of presses so far."""
 
     def __init__(self) -> None:
         self.count = 0
         self._read_fd = self._write_fd = -1
+        self._previous: Any = None
+        self._installed = False
 
-    def _open(self) -> None:
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._read_fd, False)
-        os.set_blocking(self._write_fd, False)
+    def __enter__(self) -> "Presses":
+        if threading.current_thread() is threading.main_thread():
+            self._read_fd, self._write_fd = os.pipe()
+            os.set_blocking(self._read_fd, False)
+            os.set_blocking(self._write_fd, False)
+            self._previous = signal.signal(signal.SIGINT, self._press)
+            self._installed = True
+        return self
 
-    def _count_press(self) -> None:
+    def _press(self, signum: int, frame: Any) -> None:
         self.count += 1
-        if self._write_fd < 0:
-            return
         try:
             os.write(self._write_fd, b"!")
-        except OSError:  # full, or closed once the run ended: the count is what matters
+        except OSError:  # the pipe is full: the count is what matters
             pass
 
     def fileno(self) -> int:
-        """Readable when a press came."""
+        """Readable when a press came (``multiprocessing.connection.wait`` takes this object)."""
         return self._read_fd
+
+    @property
+    def active(self) -> bool:
+        return self._installed
 
     def drain(self) -> None:
         try:
@@ -50,39 +56,9 @@ class PressPipe:
         except OSError:
             pass
 
-    def _close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._read_fd = self._write_fd = -1
-
-
-class Presses(PressPipe):
-    """A context manager; ``count`` is the number of presses so far."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> "Presses":
-        if threading.current_thread() is threading.main_thread():
-            self._open()
-            self._previous = signal.signal(signal.SIGINT, self._press)
-            self._installed = True
-        return self
-
-    def _press(self, signum: int, frame: Any) -> None:
-        self._count_press()
-
-    @property
-    def active(self) -> bool:
-        return self._installed
-
     def __exit__(self, *exc: Any) -> None:
         if self._installed:
             signal.signal(signal.SIGINT, self._previous)
-            self._close()
+            os.close(self._read_fd)
+            os.close(self._write_fd)
             self._installed = False

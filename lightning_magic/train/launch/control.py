@@ -22,6 +22,9 @@ class RunControl:
         # set by a rank whose work is done, just before it exits: an exit without it (the
         # user's os._exit(0), say) is a rank that ended early, whatever its exit code
         self.completed = ctx.Array("b", [0] * world_size, lock=False)
+        # counted by a rank once a stack dump (SIGUSR1) is wholly in its file: faulthandler
+        # writes a dump in many pieces, and a file read part-way holds only its first threads
+        self.dumps = ctx.Array("q", [0] * world_size, lock=False)
         # A stop is agreed through shared memory, not a collective: the kernel sets the batch
         # at which every rank stops to one past the furthest rank, under the same lock the ranks
         # take to record their progress, so no rank can already be past it.

@@ -164,26 +164,37 @@ def _stalled_rank(watch: _Watch, timeout: float, now: float) -> Optional[int]:
 
 
 def dump_stacks(procs: list, control: Any, wait_s: float = 2.0) -> dict[int, str]:
-    """Every live rank's Python stacks (faulthandler, on SIGUSR1)."""
-    for proc in procs:
-        if proc.is_alive():
-            try:
-                os.kill(proc.pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
+    """Every live rank's Python stacks (faulthandler, on SIGUSR1), each read once the rank has
+    counted it written; a rank that cannot count it by ``wait_s`` (its main thread kept from
+    Python) is read as its file then stands."""
+    asked = {rank: control.dumps[rank] for rank, p in enumerate(procs) if p.is_alive()}
+    for rank in list(asked):
+        try:
+            os.kill(procs[rank].pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            asked.pop(rank)
     stacks: dict[int, str] = {}
     deadline = time.monotonic() + wait_s
-    pending = {rank for rank, p in enumerate(procs) if p.is_alive()}
-    while pending and time.monotonic() < deadline:
+    pending = set(asked)
+    while pending:
+        late = time.monotonic() >= deadline
         for rank in list(pending):
-            path = control.stack_file(rank)
-            if os.path.exists(path) and os.path.getsize(path) > 0:
-                with open(path) as handle:
-                    stacks[rank] = strip_waiting_main_thread(handle.read())
+            if late or control.dumps[rank] > asked[rank] or not procs[rank].is_alive():
+                text = _read_text(control.stack_file(rank))
+                if text:
+                    stacks[rank] = strip_waiting_main_thread(text)
                 pending.discard(rank)
         if pending:
             wait([procs[r].sentinel for r in pending], timeout=0.05)  # a short look, either way
     return stacks
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
 
 
 def _read(queue: Any) -> Any:

@@ -28,8 +28,11 @@ def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
     os.environ.update(env)
     stack_file = open(control.stack_file(rank), "w")  # noqa: SIM115 - lives as long as the rank
     # the rank trains in a thread of its own (see launcher): dump every thread's stack; the
-    # kernel drops the main thread's, which only waits for that one
-    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
+    # kernel drops the main thread's, which only waits for that one. The main thread is the
+    # only one that takes SIGUSR1, so after faulthandler's dump the signal is passed on to
+    # Python's handler there, which counts the dump as written.
+    signal.signal(signal.SIGUSR1, lambda *_: _count_dump(control, rank))
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True, chain=True)
     if rank != 0:
         _capture_output(control.output_file(rank))
     # a rank that crashes (SIGSEGV, SIGABRT) leaves its Python stack for the failure report
@@ -40,6 +43,10 @@ def prepare_rank_process(rank: int, control: Any, env: dict[str, str]) -> None:
     faulthandler.disable()
     faulthandler.enable(file=crash_file, all_threads=True)
     quiet_lightning_logs()
+
+
+def _count_dump(control: Any, rank: int) -> None:
+    control.dumps[rank] += 1
 
 
 def _capture_output(path: str) -> None:

@@ -13,14 +13,19 @@ kernel would be):
   S1 / B1  the same for one process: `--devices 1` against a plain Trainer(devices=1) in the
            kernel (no fork)
   S2q, S1q the magic's runs again with `--progress none`: what the live view adds
+  S1w / B1w one process again, on an MLP 8-512-512-1 (batch 256) whose steps use torch's
+           OpenMP pool, after a cell in the kernel has computed with that pool (as a notebook
+           that looked at its data has): a rank forked from such a kernel must not inherit the
+           kernel's pool (see lightning_magic/train/launch/openmp.py)
 
 A step's time is read inside rank 0 (the module's own hooks, from the start of the first batch
 to the start of the last), so it holds every hook of every callback both Trainers run, and no
 start-up; the cell's whole time is printed beside it. Each side's torch thread count is read in
 its rank 0 (torch.get_num_threads()); for the magic, the run's notes say the same.
 
-The fits run before anything in the kernel uses torch's OpenMP pool: a plain ddp_notebook rank
-forked after that can wait forever for the pool's threads (the magic is built not to).
+The fits other than S1w / B1w run before anything in the kernel uses torch's OpenMP pool: a
+plain ddp_notebook rank forked after that can wait forever for the pool's threads (the magic is
+built not to), so no two-rank plain run comes after it.
 
     python bench/cell_trainer.py [--repeats 3] [--steps 2000] [--samples 200000]
 """
@@ -79,6 +84,16 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+class Mlp(Tiny):
+    """Tiny's hooks on a layer wide enough that a step computes with OpenMP threads."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Sequential(torch.nn.Linear(8, 512), torch.nn.ReLU(),
+                                         torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                         torch.nn.Linear(512, 1))
+
+
 class Wide(pl.LightningModule):
     """An MLP whose forward pass is the work: predict throughput is compute."""
 
@@ -106,14 +121,19 @@ tiny_two = TensorDataset(torch.randn(STEPS * 2 * 4, 8, generator=generator),
                          torch.randn(STEPS * 2 * 4, 1, generator=generator))
 tiny_one = TensorDataset(tiny_two.tensors[0][:STEPS * 4], tiny_two.tensors[1][:STEPS * 4])
 wide = TensorDataset(torch.randn(SAMPLES, 64, generator=generator))
+mlp_data = TensorDataset(torch.randn(STEPS * 64, 8, generator=generator),
+                         torch.randn(STEPS * 64, 1, generator=generator))
 predictor = Wide()
 '''
 
 FIT = """
-model = Tiny()
+model = {model}()
 trainer = pl.Trainer({hardware}max_epochs=1, enable_progress_bar=False, enable_model_summary=False)
-trainer.fit(model, DataLoader({data}, batch_size=4))
+trainer.fit(model, DataLoader({data}, batch_size={batch}))
 """
+
+# the kernel computes with its OpenMP pool, as a cell that looks at the data would
+KERNEL_COMPUTES = "torch.nn.functional.log_softmax(torch.randn(4096, 1000), 1).sum()"
 
 PREDICT = """
 trainer = pl.Trainer({hardware}enable_progress_bar=False, enable_model_summary=False)
@@ -187,17 +207,25 @@ def main() -> None:
     quiet = " --progress none\n"
     ddp = 'accelerator="cpu", devices=2, strategy="ddp_notebook", '
     fits = {
-        "S2": (magic2 + "\n" + FIT.format(hardware="", data="tiny_two"),
+        "S2": (magic2 + "\n" + FIT.format(hardware="", data="tiny_two", model="Tiny", batch=4),
                "magic --devices 2"),
-        "S2q": (magic2 + quiet + FIT.format(hardware="", data="tiny_two"),
+        "S2q": (magic2 + quiet + FIT.format(hardware="", data="tiny_two", model="Tiny", batch=4),
                 "magic --devices 2 --progress none"),
-        "B2": (FIT.format(hardware=ddp, data="tiny_two"), "plain ddp_notebook, devices=2"),
-        "S1": (magic1 + "\n" + FIT.format(hardware="", data="tiny_one"),
+        "B2": (FIT.format(hardware=ddp, data="tiny_two", model="Tiny", batch=4), "plain ddp_notebook, devices=2"),
+        "S1": (magic1 + "\n" + FIT.format(hardware="", data="tiny_one", model="Tiny", batch=4),
                "magic --devices 1"),
-        "S1q": (magic1 + quiet + FIT.format(hardware="", data="tiny_one"),
+        "S1q": (magic1 + quiet + FIT.format(hardware="", data="tiny_one", model="Tiny", batch=4),
                 "magic --devices 1 --progress none"),
-        "B1": (FIT.format(hardware='accelerator="cpu", devices=1, ', data="tiny_one"),
+        "B1": (FIT.format(hardware='accelerator="cpu", devices=1, ', data="tiny_one",
+                           model="Tiny", batch=4),
                "plain devices=1, in the kernel"),
+    }
+    after_kernel = {
+        "S1w": (magic1 + "\n" + FIT.format(hardware="", data="mlp_data", model="Mlp", batch=256),
+                "magic --devices 1, MLP, after the kernel computed"),
+        "B1w": (FIT.format(hardware='accelerator="cpu", devices=1, ', data="mlp_data",
+                           model="Mlp", batch=256),
+                "plain devices=1, MLP, in the kernel, after it computed"),
     }
     predicts = {
         "P2": (magic2 + "\n" + PREDICT.format(hardware=""), "magic --devices 2"),
@@ -211,6 +239,12 @@ def main() -> None:
         for _ in range(args.repeats):
             for key, (cell, _) in cells.items():
                 bench.time_cell(key, cell, mark, inside)
+    assert shell.run_cell(KERNEL_COMPUTES).success
+    for key, (cell, _) in after_kernel.items():
+        Bench(shell, marks).time_cell(key, cell, "fit", "step")
+    for _ in range(args.repeats):
+        for key, (cell, _) in after_kernel.items():
+            bench.time_cell(key, cell, "fit", "step")
     predicted = shell.user_ns["predicted"]
     assert sum(len(p) for p in predicted) == args.samples, "predict returned a partial result"
 
@@ -221,11 +255,12 @@ def main() -> None:
     print(f"fit: {args.steps} optimizer steps per rank, Linear(8, 1), batch 4, one epoch")
     print("| run | ms / step (rank 0 loop) | min–max | cell s | kernel CPU s | torch threads |")
     print("|---|---:|---:|---:|---:|---:|")
-    for key, (_, name) in fits.items():
+    for key, (_, name) in {**fits, **after_kernel}.items():
         print(f"| {key} {name} | {bench.median(key, 'inside') * 1e3:.3f} | "
               f"{bench.spread(key, 'inside', 1e3)} | {bench.median(key):.2f} | "
               f"{bench.median(key, 'kernel_cpu'):.2f} | {bench.shown_threads(key)} |")
-    for magic, plain in (("S2", "B2"), ("S2q", "B2"), ("S1", "B1"), ("S1q", "B1")):
+    for magic, plain in (("S2", "B2"), ("S2q", "B2"), ("S1", "B1"), ("S1q", "B1"),
+                        ("S1w", "B1w")):
         step = bench.median(magic, "inside") / bench.median(plain, "inside")
         cell = bench.median(magic) / bench.median(plain)
         print(f"| {magic} / {plain} | {step:.3f} | | {cell:.3f} | | |")

@@ -7,6 +7,7 @@ each rank leaves its output, its stack when asked (SIGUSR1) and its crash dump.
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import time
@@ -80,6 +81,12 @@ class RunControl:
         """The last lines a rank other than 0 wrote (its stdout and stderr go to a file)."""
         return _tail(self.output_file(rank), lines)
 
+    def stack_dump(self, rank: int) -> str:
+        """The stacks the rank dumped when asked (SIGUSR1), the training thread first."""
+        from ..ranks.rank import strip_waiting_main_thread
+
+        return strip_waiting_main_thread(_text(self.stack_file(rank)))
+
     def crash_stack(self, rank: int) -> str:
         """The Python stack faulthandler wrote when the rank crashed (SIGSEGV, SIGABRT, ...)."""
         from ..ranks.rank import strip_waiting_main_thread
@@ -88,8 +95,12 @@ class RunControl:
 
 
 def _tail(path: str, lines: int) -> str:
+    return "".join(io.StringIO(_text(path)).readlines()[-lines:])
+
+
+def _text(path: str) -> str:
     try:
         with open(path, errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:])
+            return handle.read()
     except OSError:
         return ""

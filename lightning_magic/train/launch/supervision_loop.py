@@ -18,7 +18,6 @@ import time
 from multiprocessing.connection import wait
 from typing import Any, Optional
 
-from ..ranks.rank import strip_waiting_main_thread
 from .supervision import (
     SETTLE_S,
     STOP_GRACE_S,
@@ -180,21 +179,13 @@ def dump_stacks(procs: list, control: Any, wait_s: float = 2.0) -> dict[int, str
         late = time.monotonic() >= deadline
         for rank in list(pending):
             if late or control.dumps[rank] > asked[rank] or not procs[rank].is_alive():
-                text = _read_text(control.stack_file(rank))
+                text = control.stack_dump(rank)
                 if text:
-                    stacks[rank] = strip_waiting_main_thread(text)
+                    stacks[rank] = text
                 pending.discard(rank)
         if pending:
             wait([procs[r].sentinel for r in pending], timeout=0.05)  # a short look, either way
     return stacks
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return ""
 
 
 def _read(queue: Any) -> Any:

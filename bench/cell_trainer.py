@@ -233,18 +233,18 @@ def main() -> None:
     }
     load_before = os.getloadavg()[0]
     bench = Bench(shell, marks)
-    for cells, mark, inside in ((fits, "fit", "step"), (predicts, "predict", "loop")):
+
+    def measure(cells: dict, mark: str, inside: str) -> None:
         for key, (cell, _) in cells.items():  # warm-up: first imports, first fork of each kind
             Bench(shell, marks).time_cell(key, cell, mark, inside)
         for _ in range(args.repeats):
             for key, (cell, _) in cells.items():
                 bench.time_cell(key, cell, mark, inside)
+
+    measure(fits, "fit", "step")
+    measure(predicts, "predict", "loop")
     assert shell.run_cell(KERNEL_COMPUTES).success
-    for key, (cell, _) in after_kernel.items():
-        Bench(shell, marks).time_cell(key, cell, "fit", "step")
-    for _ in range(args.repeats):
-        for key, (cell, _) in after_kernel.items():
-            bench.time_cell(key, cell, "fit", "step")
+    measure(after_kernel, "fit", "step")
     predicted = shell.user_ns["predicted"]
     assert sum(len(p) for p in predicted) == args.samples, "predict returned a partial result"
 

@@ -265,3 +265,47 @@ def test_resume_from_a_damaged_last_checkpoint_names_it_and_offers_the_best_one(
     assert isinstance(error, UsageError) and "is damaged" in str(error)
     assert str(ckpt / "last.ckpt") in str(error) and "epoch=1-step=8.ckpt" in str(error)
     assert not live_children()
+
+
+HISTORY_CELL = '''
+class Logged(Regressor):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.layer(x), y)
+        self.log("train_loss", loss, on_step=True, on_epoch=True)
+        self.log("step_only", loss * 2)
+        self.log("epoch_only", loss * 3, on_step=False, on_epoch=True)
+        return loss
+
+
+class Seen(pl.Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = trainer.callback_metrics
+        self.rows.append([trainer.global_step, float(metrics["train_loss_step"]),
+                          float(metrics["step_only"])])
+
+
+seen = Seen()
+model = Logged()
+trainer = pl.Trainer(max_epochs=2, callbacks=[seen], logger=False, enable_checkpointing=False)
+many = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=300)
+trainer.fit(model, DataLoader(dataset, batch_size=1, sampler=many))
+'''
+
+
+def test_history_holds_every_steps_logged_values_as_callback_metrics_gave_them(shell, no_orphans):
+    # 300 steps an epoch: the values of many steps become floats together, within an epoch and
+    # at its end
+    result, _ = train(shell, "--accelerator cpu --devices 1", HISTORY_CELL)
+    run = result.result
+    train_rows = [row for row in run.history if row["stage"] == "train"]
+    assert [[row["step"], row["train_loss_step"], row["step_only"]] for row in train_rows] == \
+        shell.user_ns["seen"].rows
+    assert len(train_rows) == 600 and not any("epoch_only" in row for row in train_rows)
+    stages = [row["stage"] for row in run.history]
+    first_epoch_end = stages.index("epoch")
+    assert stages[:first_epoch_end] == ["train"] * 300
+    assert set(run.history[first_epoch_end]) >= {"train_loss", "epoch_only"}

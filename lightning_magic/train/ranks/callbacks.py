@@ -1,5 +1,5 @@
-"""The Lightning callbacks the magic adds to a run, active in every rank: history, events for the
-kernel, the heartbeat and stop protocol of ``RunControl``, the non-finite-loss guard, and the
+"""The Lightning callbacks the magic adds to a run, active in every rank: history (``history``),
+events for the kernel, the heartbeat and stop protocol of ``RunControl``, the non-finite-loss guard, and the
 run's own ``last.ckpt`` (written atomically, beside whatever checkpoints the user asked for).
 
 Each takes the run's ``link``: an object whose ``control`` is the ``RunControl`` of the launch in
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
+from .history import HistoryRecorder, scalar_metrics
+from .hooks import skip_idle_batch_hooks
 from .saving import save_atomically, short_error
-
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -23,61 +24,6 @@ class NonFiniteLoss(FloatingPointError):
 
 class StopRequested(Exception):
     """Raised in every rank at the same step when the kernel asked the run to stop."""
-
-
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The logged metrics that are single numbers (tensors or not), as Python floats."""
-    scalars = {}
-    for name, value in metrics.items():
-        try:
-            scalars[name] = float(value.item() if hasattr(value, "item") else value)
-        except (TypeError, ValueError, RuntimeError):
-            continue
-    return scalars
-
-
-class HistoryRecorder(Callback):
-    """Records every scalar the module logs, at the step it belongs to: one ``train`` row per
-    training batch (the values logged on step), one ``validation`` row per validation run (its
-    epoch values) and one ``epoch`` row per training epoch (the training values logged on
-    epoch), each with the epoch and the global step."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def _record(self, trainer: Any, stage: str, on_step: bool) -> None:
-        metrics = scalar_metrics(trainer.callback_metrics)
-        row = {}
-        for name in _logged_names(trainer, on_step):
-            if name in metrics:
-                row[name] = metrics[name]
-        if row:
-            self.rows.append({"stage": stage, "epoch": trainer.current_epoch,
-                              "step": trainer.global_step, **row})
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self._record(trainer, "train", on_step=True)
-
-    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        if not trainer.sanity_checking:
-            self._record(trainer, "validation", on_step=False)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._record(trainer, "epoch", on_step=False)
-
-
-def _logged_names(trainer: Any, on_step: bool) -> list[str]:
-    """The names the running loop's logged values have in ``callback_metrics``: a value logged
-    both on step and on epoch is there as ``name_step`` and ``name_epoch`` too."""
-    names = []
-    for result in getattr(trainer, "_results", {}).values():
-        meta = getattr(result, "meta", None)
-        if meta is None or (meta.on_step if on_step else meta.on_epoch) is False:
-            continue
-        both = meta.on_step and meta.on_epoch
-        names.append(f"{meta.name}_{'step' if on_step else 'epoch'}" if both and on_step
-                     else meta.name)
-    return list(dict.fromkeys(names))
 
 
 class RunSupervisor(Callback):
@@ -95,6 +41,7 @@ class RunSupervisor(Callback):
         self.stop_saved: Optional[str] = None   # the stop checkpoint, once written
         self.stop_error: Optional[str] = None   # why it could not be written
         self._batches = 0
+        skip_idle_batch_hooks(self)
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
@@ -186,6 +133,8 @@ class EventReporter(Callback):
         self.min_interval = min_interval
         self._last_sent = 0.0
         self._samples = 0
+        self._replicas = 1
+        skip_idle_batch_hooks(self)
 
     def _send(self, trainer: Any, event: dict[str, Any]) -> None:
         if trainer.global_rank != 0:
@@ -198,11 +147,12 @@ class EventReporter(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         total = trainer.num_training_batches
+        self._replicas = data_replicas(trainer)
         self._send(trainer, {
             "kind": "start", "max_epochs": trainer.max_epochs,
             "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
             "total_batches": total if isinstance(total, int) else None,
-            "world_size": trainer.world_size, "replicas": data_replicas(trainer),
+            "world_size": trainer.world_size, "replicas": self._replicas,
             "step": trainer.global_step,
             "epoch": trainer.current_epoch, "batch_size": _loader_batch_size(trainer),
             "num_workers": getattr(trainer.train_dataloader, "num_workers", None),
@@ -211,7 +161,7 @@ class EventReporter(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         if trainer.global_rank != 0:
             return
-        self._samples += _batch_length(batch) * data_replicas(trainer)
+        self._samples += _batch_length(batch) * self._replicas
         now = time.monotonic()
         if now - self._last_sent < self.min_interval:
             return
@@ -260,6 +210,7 @@ class LastCheckpoint(Checkpoint):
     def __init__(self, link: Any) -> None:
         self.link = link
         self._saved_step: Optional[int] = None
+        skip_idle_batch_hooks(self)
 
     @property
     def path(self) -> str:

@@ -1,0 +1,125 @@
+"""``HistoryRecorder``: every scalar a module logs, by step, epoch and validation run, as the
+rows of ``TrainingRun.history``."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from lightning.pytorch.callbacks import Callback
+
+from .hooks import skip_idle_batch_hooks
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The logged metrics that are single numbers (tensors or not), as Python floats."""
+    scalars = {}
+    for name, value in metrics.items():
+        try:
+            scalars[name] = float(value.item() if hasattr(value, "item") else value)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+    return scalars
+
+
+class HistoryRecorder(Callback):
+    """Records every scalar the module logs, at the step it belongs to: one ``train`` row per
+    training batch (the values logged on step), one ``validation`` row per validation run (its
+    epoch values) and one ``epoch`` row per training epoch (the training values logged on
+    epoch), each with the epoch and the global step.
+
+    A training batch's values stay tensors, on their device, until ``rows`` is read or every
+    ``flush_every`` batches, when they become floats together: one device sync for many steps,
+    instead of one ``.item()`` per value per step (and no recomputation of
+    ``trainer.callback_metrics`` per step)."""
+
+    flush_every = 256
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._pending: list[tuple[int, int, dict[str, Any]]] = []  # (epoch, step, tensors)
+        skip_idle_batch_hooks(self)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        self._flush()
+        return self._rows
+
+    def _record(self, trainer: Any, stage: str, on_step: bool) -> None:
+        self._flush()
+        metrics = scalar_metrics(trainer.callback_metrics)
+        row = {}
+        for name in _logged_names(trainer, on_step):
+            if name in metrics:
+                row[name] = metrics[name]
+        if row:
+            self._rows.append({"stage": stage, "epoch": trainer.current_epoch,
+                               "step": trainer.global_step, **row})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        values = _step_values(trainer)
+        if values:
+            self._pending.append((trainer.current_epoch, trainer.global_step, values))
+            if len(self._pending) >= self.flush_every:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        numbers = iter(_as_floats([value for _, _, values in pending for value in values.values()]))
+        for epoch, step, values in pending:
+            self._rows.append({"stage": "train", "epoch": epoch, "step": step,
+                               **{name: next(numbers) for name in values}})
+
+    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if not trainer.sanity_checking:
+            self._record(trainer, "validation", on_step=False)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._record(trainer, "epoch", on_step=False)
+
+
+def _step_values(trainer: Any) -> dict[str, Any]:
+    """The values logged on this training step, by the name ``callback_metrics`` gives them
+    (``name_step`` for a value logged on step and on epoch), as Lightning keeps them: detached
+    tensors, never read back from their device here."""
+    import torch
+
+    results = getattr(trainer, "_results", None)
+    if results is None:
+        return {}
+    values = {}
+    for _, metric in results.valid_items():
+        cache = metric._forward_cache if metric.meta.on_step else None
+        if isinstance(cache, torch.Tensor) and cache.numel() == 1:
+            values[results._forked_name(metric, True)[1]] = cache.detach()
+    return values
+
+
+def _as_floats(tensors: list[Any]) -> list[float]:
+    """The one-element tensors as floats, each device's read back at once."""
+    import torch
+
+    by_device: dict[Any, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        by_device.setdefault(tensor.device, []).append(index)
+    floats = [0.0] * len(tensors)
+    for indices in by_device.values():
+        stacked = torch.stack([tensors[i].reshape(()).double() for i in indices])
+        for index, number in zip(indices, stacked.cpu().tolist()):
+            floats[index] = number
+    return floats
+
+
+def _logged_names(trainer: Any, on_step: bool) -> list[str]:
+    """The names the running loop's logged values have in ``callback_metrics``: a value logged
+    both on step and on epoch is there as ``name_step`` and ``name_epoch`` too."""
+    names = []
+    for result in getattr(trainer, "_results", {}).values():
+        meta = getattr(result, "meta", None)
+        if meta is None or (meta.on_step if on_step else meta.on_epoch) is False:
+            continue
+        both = meta.on_step and meta.on_epoch
+        names.append(f"{meta.name}_{'step' if on_step else 'epoch'}" if both and on_step
+                     else meta.name)
+    return list(dict.fromkeys(names))

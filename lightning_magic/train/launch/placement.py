@@ -97,3 +97,23 @@ def remove_if_unused(folder: str) -> bool:
 
     shutil.rmtree(folder, ignore_errors=True)
     return not os.path.exists(folder)
+
+
+def drop_run_info(folder: str, made: list[str], trainer: Any) -> None:
+    """After a launch: a ``run.json`` with no checkpoint beside it (a fit that trained nothing,
+    or failed before its first save) is removed, with the empty folders made for it, so a
+    folder is left only where plain Lightning leaves one. The folders of a logger's version
+    (``checkpoints`` is below them) are the logger's: plain Lightning's logger makes them too."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    if RUN_INFO not in names or any(name.endswith(".ckpt") for name in names):
+        return
+    ours = [path for path in made if not trainer.loggers or path == os.path.abspath(folder)]
+    try:
+        os.remove(os.path.join(folder, RUN_INFO))
+        for path in ours:  # deepest first; one that something else wrote in stays
+            os.rmdir(path)
+    except OSError:
+        pass

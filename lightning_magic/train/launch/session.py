@@ -69,10 +69,11 @@ class Launch:
         from .placement import before_launch
 
         before_launch(session, trainer, stage)
+        self.run_info: Optional[list[str]] = None  # the folders made for run.json, if written
         if stage == "fit" and not flags.check and session.keep_last:
             from .checkpoints import write_run_info
 
-            write_run_info(session.ckpt_dir, model)  # what --resume last looks for
+            self.run_info = write_run_info(session.ckpt_dir, model)  # what --resume last needs
         self.notes = self._notes()
         for note in self.notes:
             print(note)
@@ -158,13 +159,15 @@ class Launch:
                 self.published.remove()
             shutil.rmtree(self.stack_dir, ignore_errors=True)
         record = self._record(outcome, time.perf_counter() - self.started, kernel_warnings)
-        if not record.ok and self.session.fresh_dir \
-                and self.session.flags.ckpt_dir is None:
-            from .placement import remove_if_unused
-
-            if remove_if_unused(self.session.ckpt_dir):  # it failed before writing anything
-                record.last_model_path = None
         idle = self._nothing_to_do(outcome, record)
+        from .placement import drop_run_info, remove_if_unused
+
+        if self.run_info is not None:
+            drop_run_info(self.session.ckpt_dir, self.run_info, self.trainer)
+        if (idle or not record.ok) and self.session.fresh_dir \
+                and self.session.flags.ckpt_dir is None:
+            if remove_if_unused(self.session.ckpt_dir):  # it wrote nothing there
+                record.last_model_path = None
         self.session.records.append((self.stage, record))
         if record.ok:
             self.view.close()  # the cell's value, the run's summary, takes its place

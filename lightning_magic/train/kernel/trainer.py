@@ -156,7 +156,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
     from IPython import get_ipython
     from IPython.display import display
 
-    from ..returns.results import TrainingFailed
+    from ..returns.results import ending
 
     out = trainer._lightning_magic.flags.out
     shell = get_ipython()
@@ -164,7 +164,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
         shell.user_ns[out] = record
     if record.report is not None:
         display(record.report)
-    return TrainingFailed(record, out, in_magic_cell=False)
+    return ending(record, out, in_magic_cell=False)
 
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

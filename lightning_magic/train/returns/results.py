@@ -186,3 +186,41 @@ class TrainingFailed(Exception):
         colour = "34" if self.run.status == "interrupted" else "31"  # blue: the user's choice
         separator = " " if self.run.status == "interrupted" else ": "
         return [f"\x1b[0;{colour}m{self.lead}\x1b[0m{separator}{self.detail}"]
+
+
+class TrainingStopped(TrainingFailed):
+    """A run the user stopped. It still ends the cell (so that "Run all" stops, as the stop button
+    asks), but the shell shows it as a line of the cell's output, not as an error: see
+    ``show_stops``."""
+
+
+def ending(run: TrainingRun, out: str, in_magic_cell: bool = True) -> TrainingFailed:
+    """What ends a cell whose run did not finish: ``TrainingStopped`` for a stop, else
+    ``TrainingFailed``."""
+    kind = TrainingStopped if run.status == "interrupted" else TrainingFailed
+    return kind(run, out, in_magic_cell=in_magic_cell)
+
+
+def show_stops(shell: Any) -> Any:
+    """Make ``shell`` print a ``TrainingStopped`` as a plain line of output: the cell still ends
+    with it (its reply is an error, so the kernel drops the cells queued after it), but no error
+    output is shown for what the user chose. The shell's own custom handler, if it had one, still
+    handles its exceptions. Returns what puts the shell back as it was."""
+    import sys
+
+    kept = (shell.custom_exceptions, shell.CustomTB)
+    types = tuple(kept[0])
+
+    def handler(self: Any, etype: type, value: BaseException, tb: Any,
+                tb_offset: Optional[int] = None) -> Any:
+        if isinstance(value, TrainingStopped):
+            print(str(value), file=sys.stdout, flush=True)
+            return None
+        return kept[1](etype, value, tb, tb_offset=tb_offset)
+
+    shell.set_custom_exc(types + (TrainingStopped,), handler)
+
+    def restore() -> None:
+        shell.custom_exceptions, shell.CustomTB = kept
+
+    return restore

@@ -145,7 +145,7 @@ def test_the_summary_names_the_cells_earlier_fits(cells):
 
 
 def test_a_cell_without_a_trainer_trains_with_the_callbacks_it_binds(cells):
-    assert stream(cells["callbacks_used"]).split() == ["1", "3"]  # EarlyStopping ended it
+    assert stream(cells["callbacks_used"]).split() == ["0", "3"]  # EarlyStopping ended it
     assert "takes its callbacks (EarlyStopping) as Trainer(callbacks=...)" in \
         stream(cells["callbacks"])
 

@@ -23,7 +23,7 @@ from .charts import (
 
 __all__ = ["MAX_POINTS", "Point", "chart_order", "finite", "mean", "render_chart_svg",
            "render_series_svg", "duration", "text_line", "live_html", "render_summary_html",
-           "number"]
+           "number", "epoch_text"]
 
 TRACK = "rgba(127, 127, 127, 0.22)"
 FILL = "var(--jp-brand-color1, #1976d2)"
@@ -43,6 +43,13 @@ STATUS_COLOURS = {"finished": "var(--jp-success-color1, #388e3c)",
 def number(value: float) -> str:
     """A metric value as people read it: four significant digits."""
     return f"{value:.4g}"
+
+
+def epoch_text(epoch: int, max_epochs: Optional[int] = None) -> str:
+    """An epoch as Lightning names it: its index (``trainer.current_epoch``, the ``epoch=`` of a
+    checkpoint's file name), and the last index when there is a limit, as Lightning's
+    RichProgressBar writes it: "epoch 33/299" for the 34th of ``max_epochs=300``."""
+    return f"epoch {epoch}" + (f"/{max_epochs - 1}" if max_epochs else "")
 
 
 # -- progress and summary ----------------------------------------------------------------------

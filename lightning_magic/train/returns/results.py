@@ -1,8 +1,9 @@
 """``TrainingRun``: what a ``%%lightning_train`` cell gives back, and how it shows itself.
 
 The run states its own rows (``rows`` and ``metric_rows``); the text form here and the HTML
-summary in ``view.render`` both show those rows, so the two never disagree. Epochs are counted
-as the user counts them: the first is epoch 1, the last of ``--max-epochs 80`` is epoch 80.
+summary in ``view.render`` both show those rows, so the two never disagree. Epochs are named as
+Lightning names them (``trainer.current_epoch``, a checkpoint's ``epoch=``): the first is epoch
+0, the last of ``--max-epochs 80`` is epoch 79, shown "epoch 79/79" (``view.render.epoch_text``).
 """
 
 from __future__ import annotations
@@ -64,25 +65,27 @@ class TrainingRun:
         return HEADLINES.get(self.status, self.status)
 
     def epoch_reached(self) -> Optional[int]:
-        """The last epoch the run trained in, counted from 1."""
+        """The last epoch the run trained in, as Lightning numbers it (from 0)."""
         epochs = [row["epoch"] for row in self.history
                   if isinstance(row.get("epoch"), int) and row.get("stage") != "epoch"]
         if epochs:
-            reached = max(epochs) + 1
+            reached = max(epochs)
         elif self.epochs is None:
             return None
-        else:  # after a complete fit, current_epoch is the number of epochs done
-            reached = self.epochs if self.status == "finished" else self.epochs + 1
-        return min(reached, self.max_epochs) if self.max_epochs else reached
+        else:  # after a complete fit, current_epoch is one past the last epoch trained
+            reached = max(0, self.epochs - 1) if self.status == "finished" else self.epochs
+        return min(reached, self.max_epochs - 1) if self.max_epochs else reached
 
     def progress_text(self) -> Optional[str]:
-        """'epoch 80 of 80 · step 960' (the limits only when known)."""
+        """'epoch 79/79 · step 960' (the limits only when known)."""
         epoch = self.epoch_reached()
         if epoch is None and self.global_step is None:
             return None
         parts = []
         if epoch is not None:
-            parts.append(f"epoch {epoch}" + (f" of {self.max_epochs}" if self.max_epochs else ""))
+            from ...view.render import epoch_text
+
+            parts.append(epoch_text(epoch, self.max_epochs))
         if self.global_step is not None:
             parts.append(f"step {self.global_step}"
                          + (f" of {self.max_steps}" if self.max_steps else ""))

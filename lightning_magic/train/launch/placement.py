@@ -117,3 +117,25 @@ def drop_run_info(folder: str, made: list[str], trainer: Any) -> None:
             os.rmdir(path)
     except OSError:
         pass
+
+
+def own_folder_warnings(session: Any) -> tuple[str, ...]:
+    """Lightning's warnings about a non-empty folder that only the magic filled: the checkpoint
+    folder it made for ``run.json`` (or its own fresh run folder), and the logger's version
+    folder that holds nothing but that checkpoint folder. Plain Lightning gives neither. Each
+    is given with the folder as Lightning may write it: absolute, or relative to the cwd."""
+    folder = os.path.abspath(session.ckpt_dir)
+    parent = os.path.dirname(folder)
+    said = []
+    if session.fresh_dir or folder in session.made_for_run:
+        said += [f"Checkpoint directory {path} exists and is not empty."
+                 for path in (folder, os.path.relpath(folder))]
+    try:
+        alone = os.listdir(parent) == [os.path.basename(folder)]
+    except OSError:
+        alone = False
+    if folder in session.made_for_run and alone:
+        said += [f"Experiment logs directory {path} exists and is not empty. Previous log files "
+                 "in this directory will be deleted when the new ones are saved!"
+                 for path in (parent, os.path.relpath(parent))]
+    return tuple(said)

@@ -39,6 +39,8 @@ class Session:
     cwd: str = "."
     prepared: Any = None             # the cell that made the Trainer (its CUDA watch, its text)
     kernel_warnings: list[str] = field(default_factory=list)  # from building the Trainer
+    library_warnings: list[str] = field(default_factory=list)  # ... raised by Lightning's code
+    made_for_run: list[str] = field(default_factory=list)  # folders made for run.json (a launch)
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
     runner: Any = None  # runs each call instead of the launcher's own wait (background runs)
@@ -74,6 +76,7 @@ class Launch:
             from .checkpoints import write_run_info
 
             self.run_info = write_run_info(session.ckpt_dir, model)  # what --resume last needs
+        session.made_for_run = list(self.run_info or [])
         self.notes = self._notes()
         for note in self.notes:
             print(note)
@@ -232,6 +235,7 @@ class Launch:
         status = "checked" if session.flags.check and outcome.status == "finished" \
             else outcome.status
         warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
+        library = list(dict.fromkeys(session.library_warnings + list(extra.get("library", []))))
         notes = list(self.notes) + self._notes_from_rank_zero(extra) + list(extra.get("notes", []))
         run = TrainingRun(
             status=status,  # a call whose ranks sent nothing has no metrics of its own
@@ -245,7 +249,7 @@ class Launch:
             num_processes=self.world_size, ckpt_dir=session.ckpt_dir,
             epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
             model=self.model, summary=model_summary(self.model), notes=notes,
-            warnings=warnings_seen, checks=dict(extra.get("check") or {}),
+            warnings=warnings_seen, library_warnings=library, checks=dict(extra.get("check") or {}),
             max_epochs=_limit(getattr(self.trainer, "max_epochs", None)),
             max_steps=_limit(getattr(self.trainer, "max_steps", None)), name=session.flags.out,
             stage=self.stage, notes_printed=len(self.notes),

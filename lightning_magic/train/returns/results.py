@@ -38,7 +38,8 @@ class TrainingRun:
     model: Any = field(default=None, repr=False)
     summary: Optional[str] = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)  # the cell's own code's
+    library_warnings: list[str] = field(default_factory=list, repr=False)  # Lightning's, torch's
     traceback: Optional[str] = field(default=None, repr=False)
     report: Any = field(default=None, repr=False)  # suggestions.Report when the run failed
     checks: dict[str, Any] = field(default_factory=dict, repr=False)  # what --check verified

@@ -416,3 +416,37 @@ def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
     stopped.stage = "test"
     shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
     assert shown.startswith("\x1b[0;34mTesting stopped") and "--resume" not in shown
+
+
+def carried(sent):
+    """Events as rank 0 really sends them: a step event carries every metric Lightning holds in
+    ``callback_metrics``, the last validation's values too, until the next validation."""
+    held = {}
+    for event in sent:
+        if event["kind"] in ("step", "validation"):
+            held.update(event["metrics"])
+            event = dict(event, metrics=dict(held))
+        yield event
+
+
+def polyline_vertices(svg: str, name: str) -> int:
+    panel = next(p for p in svg.split("</svg>") if f"<title>{name}</title>" in p)
+    points = re.search(r"<polyline points='([^']*)'", panel)
+    return len(points.group(1).split()) if points else 1
+
+
+def test_the_live_chart_is_drawn_as_the_final_one_is(ip):
+    """A validation metric held between validations was charted live at every step event: a
+    staircase, while the summary's chart draws one point per validation joined by lines."""
+    clock = Clock()
+    view = LiveView("Training Regressor", world_size=2, min_interval=0.0, clock=clock)
+    with capture_output() as captured:
+        view.start()
+        for event in carried(events(epochs=3, batches=10)):
+            view.update(event)
+        live = svg_of(html_outputs(captured)[-1].data["text/html"])
+        view.close()
+    final = render_chart_svg(history(3, 10))
+    for name in ("val_loss", "val_acc", "train_loss"):
+        assert polyline_vertices(live, name) == polyline_vertices(final, name), name
+    assert polyline_vertices(live, "val_loss") == 3  # one point a validation

@@ -102,6 +102,7 @@ class Progress:
         self.ended = False
         self._recent: deque = deque(maxlen=32)  # (time, samples, step)
         self._first: Optional[tuple[float, float]] = None  # (time, fraction) at the first step
+        self._validation: set[str] = set()  # metrics whose last new value a validation gave
 
     def apply(self, event: dict) -> None:
         kind, when = event.get("kind"), finite(event.get("time"))
@@ -123,11 +124,12 @@ class Progress:
                     and (not self.epochs or shown > self.epochs[-1][0]):
                 self.epochs.append((shown, float(self.step)))
             for name, value in (event.get("metrics") or {}).items():
-                value = finite(value)
-                if value is not None:
-                    self.metrics[str(name)] = value
-                    if isinstance(self.step, (int, float)):
-                        self.series.setdefault(str(name), _Series()).add(float(self.step), value)
+                name, value = str(name), finite(value)
+                if value is None:
+                    continue
+                if self._charts(name, value, kind) and isinstance(self.step, (int, float)):
+                    self.series.setdefault(name, _Series()).add(float(self.step), value)
+                self.metrics[name] = value
             if kind == "step":
                 self.batch = event.get("batch", self.batch)
                 self._recent.append((when, finite(event.get("samples")), finite(self.step)))
@@ -138,6 +140,17 @@ class Progress:
             self.gpus = [r for r in event.get("ranks") or [] if isinstance(r, dict)]
         elif kind == "end":
             self.ended = True
+
+    def _charts(self, name: str, value: float, kind: str) -> bool:
+        """Whether this value is a point of its chart as the summary draws it: a validation's
+        metrics once a validation (step events carry them on unchanged), a step's every step."""
+        new = self.metrics.get(name) != value
+        if kind == "validation" and new:
+            self._validation.add(name)
+        elif kind != "validation" and (new or name not in self._validation):
+            self._validation.discard(name)
+            return True
+        return new and kind == "validation"
 
     def fraction(self) -> Optional[float]:
         """How far the run is, 0..1, by whichever limit (steps or epochs) ends it first."""

@@ -141,6 +141,31 @@ def _table(rows: list[tuple[str, str]], heading: str = "") -> str:
     return f"<table style='margin:0;font-size:inherit;color:inherit'>{head}{body}</table>"
 
 
+class ModelTable:
+    """Lightning's model summary table, shown where plain Lightning logs it (as a fit starts):
+    as text, and in a notebook folded in ``<details>`` (its totals in view) when it is long."""
+
+    FOLD_LINES = 20  # a model of about ten modules; a longer table is folded
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip("\n")
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        lines = self.text.splitlines()
+        table = (f"<pre style='margin:2px 0;font-size:var(--jp-code-font-size, 12px)'>"
+                 f"{escape(self.text)}</pre>")
+        if len(lines) <= self.FOLD_LINES:
+            return table
+        total = next((line for line in lines if line.rstrip().endswith("Total params")), "")
+        count = total.rsplit("Total params", 1)[0].strip()
+        named = f"Model summary: {count} parameters" if count else "Model summary"
+        return (f"<details class='lightning-magic-model-summary'><summary style='cursor:pointer'>"
+                f"{escape(named)} ({len(lines)} lines)</summary>{table}</details>")
+
+
 def render_summary_html(run: Any) -> str:
     """A ``TrainingRun`` as HTML: its headline, its rows (``run.rows()``), its final metrics
     (``run.metric_rows()``), the notes the cell did not print (``run.later_notes``) and the

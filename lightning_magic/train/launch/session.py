@@ -46,6 +46,7 @@ class Session:
     runner: Any = None  # runs each call instead of the launcher's own wait (background runs)
     keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
     placement: str = "run"           # "run": the magic's folder; "lightning": see placement.py
+    show_summary: bool = False       # the cell left Lightning's model summary on (its default)
 
     def last_checkpoint(self) -> Optional[str]:
         if self.flags.check or not self.keep_last:
@@ -80,6 +81,14 @@ class Launch:
         self.notes = self._notes()
         for note in self.notes:
             print(note)
+        if stage == "fit" and session.show_summary and not flags.check:  # where Lightning logs it
+            from ...view.render import ModelTable
+
+            table = model_summary(model)
+            if table:
+                from IPython.display import display
+
+                display(ModelTable(table))
         self.view = LiveView(type(model).__name__,  # the configuration is in the notes above
                              mode="none" if flags.check or stage != "fit" else flags.progress,
                              world_size=world_size)

@@ -23,14 +23,21 @@ class LightningMagics(Magics):
     def install_hooks(self) -> None:
         from . import background
 
+        from .train.returns.results import show_stops
+
         self.cuda_watch.register()
         background.install(self.shell)
+        self._restore_exceptions = show_stops(self.shell)
 
     def remove_hooks(self) -> None:
         from . import background
 
         self.cuda_watch.unregister()
         background.uninstall(self.shell)
+        restore = getattr(self, "_restore_exceptions", None)
+        if restore is not None:
+            restore()
+            self._restore_exceptions = None
 
     @cell_magic
     @flag_parser.declare
@@ -83,11 +90,11 @@ class LightningMagics(Magics):
         if run is not None:
             self.shell.user_ns[opts.out] = run
             if not run.ok:
-                from .train.returns.results import TrainingFailed
+                from .train.returns.results import ending
 
                 if run.report is not None:
                     display(run.report)
-                raise TrainingFailed(run, opts.out)
+                raise ending(run, opts.out)
         return result.value
 
     @line_magic

@@ -46,6 +46,15 @@ class Net(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
 
 
+class Wide(Net):
+    """Twelve more layers than it uses: a long model summary table."""
+
+    def __init__(self):
+        super().__init__()
+        for index in range(12):
+            setattr(self, f"extra{index}", torch.nn.Linear(4, 4))
+
+
 X = torch.randn(64, 4)
 data = TensorDataset(X, X.sum(1, keepdim=True))
 train_loader = DataLoader(data, batch_size=8)  # 4 batches a rank with 2 ranks
@@ -79,6 +88,17 @@ CELLS = {
     "bar": f"{TWO_RANKS} --progress bar\nmodel = Net()\n"
            f"trainer = pl.Trainer(max_epochs=3, {QUIET})\n"
            "trainer.fit(model, train_loader, val_loader)",
+    # Lightning's model summary table: shown as a fit starts, as plain Lightning logs it
+    "model_table": f"{TWO_RANKS} --progress none\nmodel = Net()\n"
+                   f"trainer = pl.Trainer(max_epochs=1, {QUIET})\n"
+                   "trainer.fit(model, train_loader)",
+    "long_model_table": "%%lightning_train --accelerator cpu --devices 1 --progress none\n"
+                        "model = Wide()\n"
+                        f"trainer = pl.Trainer(max_epochs=1, {QUIET})\n"
+                        "trainer.fit(model, train_loader)",
+    "no_model_table": f"{TWO_RANKS} --progress none\nmodel = Net()\n"
+                      f"trainer = pl.Trainer(max_epochs=1, enable_model_summary=False, {QUIET})\n"
+                      "trainer.fit(model, train_loader)",
 }
 # Plain Lightning's bar, written by a script to a pipe: its forked rank 0 writes the bytes in
 # order. (In a kernel, ipykernel forwards a forked child's writes and under load delivers them
@@ -145,7 +165,7 @@ def test_the_summary_names_the_cells_earlier_fits(cells):
 
 
 def test_a_cell_without_a_trainer_trains_with_the_callbacks_it_binds(cells):
-    assert stream(cells["callbacks_used"]).split() == ["1", "3"]  # EarlyStopping ended it
+    assert stream(cells["callbacks_used"]).split() == ["0", "3"]  # EarlyStopping ended it
     assert "takes its callbacks (EarlyStopping) as Trainer(callbacks=...)" in \
         stream(cells["callbacks"])
 
@@ -172,3 +192,26 @@ def test_progress_bar_is_one_bar_updated_in_place_as_plain_lightning_leaves_it(c
     for line in shown + left_by_plain:
         assert line.startswith("Epoch 2: 100%|██████████| 4/4"), line
     assert len(bar_text.rstrip("\n").split("\n")) == len(left_by_plain), repr(bar_text)
+
+
+def shown_tables(cell) -> list[dict]:
+    return [o["data"] for o in cell.outputs if o["output_type"] == "display_data"
+            and "Total params" in o["data"].get("text/plain", "")]
+
+
+def test_the_model_summary_table_is_shown_as_the_fit_starts_as_plain_lightning_shows_it(cells):
+    """Plain Lightning logs the table at the start of each fit; the magic shows it there (after
+    its notes, before training), whole when short, folded in <details> when long, and not when
+    the cell's Trainer turned it off."""
+    cell = cells["model_table"]
+    tables = shown_tables(cell)
+    assert len(tables) == 1, cell.outputs
+    assert "| layer | Linear | 5 " in tables[0]["text/plain"]
+    assert "<details" not in tables[0]["text/html"] and "Total params" in tables[0]["text/html"]
+    kinds = [o["output_type"] for o in cell.outputs]
+    assert kinds.index("stream") < kinds.index("display_data") < kinds.index("execute_result")
+    long_table = shown_tables(cells["long_model_table"])
+    assert len(long_table) == 1 and "extra11" in long_table[0]["text/plain"]
+    assert long_table[0]["text/html"].startswith("<details")
+    assert "Model summary: 245 parameters" in long_table[0]["text/html"]
+    assert shown_tables(cells["no_model_table"]) == []

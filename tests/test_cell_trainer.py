@@ -87,7 +87,7 @@ trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=
     # EarlyStopping ran in the ranks, and its state is in the kernel's object
     assert trainer.current_epoch < 20 and stopper.stopped_epoch == trainer.current_epoch - 1
     assert (f"Training stopped early: EarlyStopping('val_loss') stopped it in epoch "
-            f"{stopper.stopped_epoch + 1} (patience 0).") in run_.notes
+            f"{stopper.stopped_epoch} (patience 0).") in run_.notes
     assert stopper.best_score is not None and float(stopper.best_score) > 0
     assert trainer.global_step == trainer.current_epoch * 4 == run_.global_step
     assert trainer.log_every_n_steps == 2  # the cell's own argument, kept

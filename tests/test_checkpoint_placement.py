@@ -163,3 +163,44 @@ def test_ckpt_dir_over_the_cells_default_root_dir_says_so(shell, tmp_path, no_or
         in captured.stdout
     assert shell.user_ns["trainer"].default_root_dir == str(tmp_path / "ckpts")
     assert os.path.isfile(tmp_path / "ckpts" / "last.ckpt") and not os.path.exists("root")
+
+
+@pytest.mark.parametrize("hardware", HARDWARE.values(), ids=HARDWARE.keys())
+def test_a_resume_with_nothing_to_do_leaves_what_plain_lightning_leaves(shell, tmp_path,
+                                                                         monkeypatch, hardware,
+                                                                         no_orphans):
+    """Plain Lightning, resumed at its max_epochs, trains nothing: its logger's new version
+    folder stays empty. The magic's run.json is kept only beside a checkpoint, so it leaves the
+    same folders (and the same after a fit that fails before its first checkpoint)."""
+    trainer = TRAINERS["own logger"]
+    plain, magic = tmp_path / "plain", tmp_path / "magic"
+    plain.mkdir(), magic.mkdir()
+    monkeypatch.chdir(plain)
+    assert shell.run_cell(fit_cell(trainer)).success
+    best = shell.user_ns["trainer"].checkpoint_callback.best_model_path
+    with capture_output():
+        assert shell.run_cell(fit_cell(trainer).replace("))", f"), ckpt_path={best!r})")).success
+        assert not shell.run_cell(fit_cell(trainer).replace("Reg()", "Broken()")).success
+    monkeypatch.chdir(magic)
+    with capture_output() as captured:
+        first = shell.run_cell(f"%%lightning_train {hardware}\n{fit_cell(trainer)}")
+        assert first.success, (first.error_in_exec, captured.stdout)
+        resumed = shell.run_cell(f"%%lightning_train {hardware} --resume last\n{fit_cell(trainer)}")
+        assert resumed.success, (resumed.error_in_exec, captured.stdout)
+        failed = shell.run_cell(f"%%lightning_train {hardware}\n"
+                                f"{fit_cell(trainer).replace('Reg()', 'Broken()')}")
+    assert "Nothing to train" in captured.stdout and not failed.success
+    kept = os.path.join("logs", "lightning_logs", "version_0", "checkpoints")
+    made = set(paths_under(magic)) - {os.path.join(kept, "last.ckpt"), os.path.join(kept, "run.json")}
+    assert made == set(paths_under(plain)), sorted(made ^ set(paths_under(plain)))
+    assert not live_children()
+
+
+def paths_under(folder):
+    """Every file and folder under ``folder``, relative to it; checkpoint names apart (the
+    steps of two processes differ)."""
+    found = []
+    for root, dirs, names in os.walk(folder):
+        found += [os.path.relpath(os.path.join(root, name), folder) for name in dirs + names
+                  if not name.startswith("epoch=")]
+    return found

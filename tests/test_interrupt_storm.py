@@ -70,7 +70,7 @@ def test_a_storm_of_stop_presses_ends_the_cell_cleanly(ip, tmp_path, monkeypatch
     assert run is not None and run.status in statuses, (result.error_in_exec, run)
     assert not isinstance(result.error_in_exec, (KeyboardInterrupt, SystemExit))
     if run.status == "interrupted":
-        assert type(result.error_in_exec).__name__ == "TrainingFailed" and run.report is not None
+        assert type(result.error_in_exec).__name__ == "TrainingStopped" and run.report is not None
         if "Checkpoints are in" in run.report.text() or "--resume last" in run.report.text():
             assert os.path.isfile(os.path.join(run.ckpt_dir, "last.ckpt"))
     else:

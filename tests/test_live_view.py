@@ -206,7 +206,7 @@ def test_the_live_view_shows_progress_metrics_and_a_chart_of_every_scalar(ip):
         view.finish(None)
     markup = html_outputs(captured)[-1].data["text/html"]
     text = " ".join(Tags(markup).text)
-    assert "epoch 2 of 2" in text and "step 12" in text  # counted from 1, as the user counts
+    assert "epoch 1/1" in text and "step 12" in text  # Lightning's current_epoch, of 0..1
     assert "60%" in text                          # 12 of 20 batches
     assert "64 samples/s" in text                 # 16 x 2 ranks every half second
     assert "00:06 elapsed" in text and "ETA 00:04" in text
@@ -216,8 +216,8 @@ def test_the_live_view_shows_progress_metrics_and_a_chart_of_every_scalar(ip):
     chart_text = " ".join(Tags(svg).text)
     for name in ("train_loss", "val_loss", "val_acc", "lr"):
         assert name in chart_text
-    # epochs as the user counts them, never "epoch 0"
-    assert "epoch 1" in chart_text and "epoch 2" in chart_text and "epoch 0" not in chart_text
+    # epochs as Lightning names them (a checkpoint's epoch=), from epoch 0
+    assert "epoch 0" in chart_text and "epoch 1" in chart_text and "epoch 2" not in chart_text
     assert svg.count("<polyline") >= 2
 
 
@@ -306,7 +306,7 @@ def test_a_terminal_gets_one_updating_line(ip, monkeypatch):
     assert out.startswith("\r") and "<div" not in out
     frames = out[:-1].split("\r")[1:]
     assert len(frames) == len(sent) // 2 + 1  # every other event, and the last state at the end
-    assert "epoch 2 of 2 step 20" in frames[-1] and "val_loss=" in frames[-1]
+    assert "epoch 1/1 step 20" in frames[-1] and "val_loss=" in frames[-1]
 
 
 def test_the_terminal_line_fits_the_terminal(ip, monkeypatch):
@@ -386,14 +386,14 @@ def test_everything_shown_is_escaped(ip):
         assert "&lt;img src=x onerror=alert(1)&gt;" in markup
 
 
-def test_the_summary_shows_the_runs_own_rows_with_epochs_counted_from_one():
+def test_the_summary_shows_the_runs_own_rows_with_epochs_as_lightning_names_them():
     run = training_run(epochs=2, batches=10, max_epochs=2, warnings=["a", "b"])
     text = " ".join(Tags(render_summary_html(run)).text)
     for label, value in run.rows() + run.metric_rows():
         assert label in text and value in text  # one list of rows, for HTML and text alike
         assert any(line.split() == [*label.split(), *value.split()]
                    for line in repr(run).splitlines()), (label, value)
-    assert "epoch 2 of 2 · step 20" in text and "epoch 0" not in text
+    assert "epoch 1/1 · step 20" in text and "epoch 2" not in text
     assert "2 warnings in lightning_run.warnings" in text
 
 
@@ -408,7 +408,7 @@ def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
                            history=history(3, 10)[:-5])
     markup = render_summary_html(stopped)
     assert "stopped" in markup and "failed" not in markup and "error-color" not in markup
-    assert "epoch 3 of 80" in repr(stopped) and repr(stopped).startswith("TrainingRun stopped")
+    assert "epoch 2/79" in repr(stopped) and repr(stopped).startswith("TrainingRun stopped")
     from lightning_magic.train.returns.results import TrainingFailed
 
     shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
@@ -416,3 +416,37 @@ def test_a_check_reads_as_a_check_and_a_stop_as_the_users_choice():
     stopped.stage = "test"
     shown = TrainingFailed(stopped, "lightning_run")._render_traceback_()[0]
     assert shown.startswith("\x1b[0;34mTesting stopped") and "--resume" not in shown
+
+
+def carried(sent):
+    """Events as rank 0 really sends them: a step event carries every metric Lightning holds in
+    ``callback_metrics``, the last validation's values too, until the next validation."""
+    held = {}
+    for event in sent:
+        if event["kind"] in ("step", "validation"):
+            held.update(event["metrics"])
+            event = dict(event, metrics=dict(held))
+        yield event
+
+
+def polyline_vertices(svg: str, name: str) -> int:
+    panel = next(p for p in svg.split("</svg>") if f"<title>{name}</title>" in p)
+    points = re.search(r"<polyline points='([^']*)'", panel)
+    return len(points.group(1).split()) if points else 1
+
+
+def test_the_live_chart_is_drawn_as_the_final_one_is(ip):
+    """A validation metric held between validations was charted live at every step event: a
+    staircase, while the summary's chart draws one point per validation joined by lines."""
+    clock = Clock()
+    view = LiveView("Training Regressor", world_size=2, min_interval=0.0, clock=clock)
+    with capture_output() as captured:
+        view.start()
+        for event in carried(events(epochs=3, batches=10)):
+            view.update(event)
+        live = svg_of(html_outputs(captured)[-1].data["text/html"])
+        view.close()
+    final = render_chart_svg(history(3, 10))
+    for name in ("val_loss", "val_acc", "train_loss"):
+        assert polyline_vertices(live, name) == polyline_vertices(final, name), name
+    assert polyline_vertices(live, "val_loss") == 3  # one point a validation

@@ -121,7 +121,7 @@ def test_live_view_leaves_a_summary_with_charts_and_bounded_output(kernel_env, t
         client.execute()
         views = [m["content"] for m in client.resources["messages"]
                  if m["msg_type"] in ("display_data", "update_display_data")
-                 and "transient" in m["content"]]
+                 and m["content"].get("transient", {}).get("display_id")]  # the live view
         live = [v["data"].get("text/html", "") for v in views]
         assert len({v["transient"]["display_id"] for v in views}) == 1  # one view, in place
         assert any("<svg" in html and "train_loss" in html and "epoch" in html for html in live)

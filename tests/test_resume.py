@@ -169,3 +169,17 @@ def test_resume_past_max_epochs_says_where_the_checkpoint_is_and_what_to_give(sh
     assert "is at epoch 3 (4 epochs trained), past this fit's max_epochs=2" in \
         str(result.error_in_exec)
     assert not live_children()
+
+
+def test_the_summary_names_epochs_as_the_checkpoints_do(shell, no_orphans):
+    """One convention, Lightning's: the epoch the summary says it reached is the ``epoch=`` of
+    the checkpoint it wrote there, and the limit is written as Lightning's RichProgressBar
+    writes it (the last epoch of ``max_epochs=3`` is epoch 2/2)."""
+    first, captured = run(shell, "--accelerator cpu --devices 2 --max-epochs 3 --monitor val_loss",
+                          f"model = Reg()\n{LOADERS}")
+    run_ = first.result
+    named = os.path.basename(run_.best_model_path).split("-")[0]
+    assert named == "epoch=2", run_.best_model_path
+    assert run_.progress_text().startswith("epoch 2/2 · ")
+    assert "epoch 2/2" in repr(run_) and "epoch 2/2" in run_._repr_html_()
+    assert not live_children()

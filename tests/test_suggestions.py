@@ -16,6 +16,8 @@ import tempfile
 import traceback
 from html.parser import HTMLParser
 
+from IPython.utils.capture import capture_output
+
 import psutil
 import pytest
 import torch
@@ -930,3 +932,79 @@ def test_failure_survives_the_pipe_from_a_rank():
     failure = in_rank(lambda: _raise(KeyError("label")), context={"batch_size": 8})
     assert failure.exc_type == "KeyError" and failure.message == "'label'"
     assert failure.context == {"batch_size": 8} and failure.user_frame[0] == THIS_FILE
+
+
+SLICING_SUBCLASS = ('''
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Base(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+X = torch.randn(32, 8)
+loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=8)
+''', '''
+class FirstHalf(Base):
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        y_hat = self(x[:, :4])
+        return torch.nn.functional.mse_loss(y_hat, y)
+''')
+
+
+def test_a_shape_mismatch_from_a_slice_in_a_subclass_blames_the_slice_not_the_layer(ip,
+                                                                                   no_orphans):
+    """The subclass's training_step (its own cell) slices the input that the base class's forward
+    (another cell) gives its layer: the report names the slice's line, says the values came from
+    there, and offers no resized layer (the layer is right; the slice made the input narrow)."""
+    base = ip.run_cell(SLICING_SUBCLASS[0], store_history=True)
+    sub = ip.run_cell(SLICING_SUBCLASS[1], store_history=True)
+    assert base.success and sub.success
+    with capture_output():
+        result = ip.run_cell("%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+                             "model = FirstHalf()\ntrain_loader = loader", store_history=True)
+    assert not result.success
+    report = ip.user_ns["lightning_run"].report
+    assert report.key == "shape_mismatch", report.text()
+    text = report.text()
+    def line_of(source, text):  # as IPython numbers a cell (its leading blank lines dropped)
+        return next(n for n, line in enumerate(source.strip("\n").splitlines(), 1) if text in line)
+
+    slice_line = f"cell In [{sub.execution_count}], line " \
+                 f"{line_of(SLICING_SUBCLASS[1], 'x[:, :4]')}"
+    forward_line = f"cell In [{base.execution_count}], line " \
+                   f"{line_of(SLICING_SUBCLASS[0], 'return self.layer(x)')}"
+    assert f"`y_hat = self(x[:, :4])`" in text and slice_line in report.what_to_do[0], text
+    assert forward_line in text, text  # where it failed, named too
+    assert "nn.Linear(4, 1)" not in text and "LazyLinear" not in text, text
+    # no slice to blame, but the values still came from another cell: unsure, so both are named
+    # and no resized layer is offered
+    other = ip.run_cell("class Narrow(Base):\n    def training_step(self, batch, batch_idx):\n"
+                        "        x, y = batch\n        return torch.nn.functional.mse_loss("
+                        "self(x), y)\n\n"
+                        "narrow = DataLoader(TensorDataset(X[:, :4], X.sum(1, keepdim=True)), "
+                        "batch_size=8)", store_history=True)
+    with capture_output():
+        result = ip.run_cell("%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+                             "model = Narrow()\ntrain_loader = narrow", store_history=True)
+    report = ip.user_ns["lightning_run"].report
+    text = report.text()
+    assert not result.success and report.key == "shape_mismatch", text
+    assert f"cell In [{other.execution_count}], line 4" in report.what_to_do[0], text
+    assert forward_line in report.what_to_do[0], text
+    assert "nn.Linear(4, 1)" not in text and "LazyLinear" not in text, text

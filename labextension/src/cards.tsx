@@ -327,8 +327,8 @@ export function runWhere(run: IRun): string {
 export function runProgress(run: IRun): string {
   const parts: string[] = [];
   if (isReported(run.epoch)) {
-    // Lightning counts epochs from 0; people (and the notebook's view) from 1
-    parts.push(`epoch ${run.epoch + 1}`);
+    // Lightning's current_epoch, as its checkpoint names and the notebook's view write it
+    parts.push(`epoch ${run.epoch}`);
   }
   if (isReported(run.step)) {
     parts.push(`step ${run.step}`);

@@ -129,7 +129,7 @@ class BackgroundRun:
         return list(self._rows)
 
     def progress(self) -> str:
-        """Where the run is: "epoch 2 of 5 · step 40 (45%)", as its live view says."""
+        """Where the run is: "epoch 1/4 · step 40 (45%)", as its live view says."""
         if self.record is not None:
             return self.record.progress_text() or ""
         progress = self._launch.view.progress

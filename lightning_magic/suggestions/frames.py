@@ -85,10 +85,17 @@ def user_frame_from_traceback(
 
 def user_frame_from_text(text: str | None) -> tuple[str, int, str] | None:
     """Like ``user_frame_from_traceback``, for a traceback that is only available as text."""
+    frames = user_frames_from_text(text)
+    return frames[-1] if frames else None
+
+
+def user_frames_from_text(text: str | None) -> list[tuple[str, int, str]]:
+    """Every frame of the user's own code in a traceback's text, outermost first (the last one
+    is where it raised; the one before it, the code that called it)."""
     if not text:
-        return None
+        return []
     lines = text.splitlines()
-    found = None
+    found = []
     for index, line in enumerate(lines):
         match = _FRAME_LINE.match(line)
         if not match or is_library_filename(match.group("file")):
@@ -98,8 +105,15 @@ def user_frame_from_text(text: str | None) -> tuple[str, int, str] | None:
             source = lines[index + 1].strip()
             if source.startswith(("Traceback (", "^")) or set(source) <= {"^", "~", " "}:
                 source = ""
-        found = (match.group("file"), int(match.group("line")), source)
+        found.append((match.group("file"), int(match.group("line")), source))
     return found
+
+
+def calling_frames(text: str | None) -> list[tuple[str, int, str]]:
+    """The user's frames of the exception that was raised last (a chained traceback's earlier
+    exceptions left out), outermost first."""
+    marker = "Traceback (most recent call last):"
+    return user_frames_from_text(text[text.rindex(marker):] if text and marker in text else text)
 
 
 def describe_frame(frame: tuple[str, int, str] | None, *, source: bool = True) -> str | None:

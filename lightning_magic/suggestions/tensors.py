@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 
 from .clues import GRADIENT_CLIP_FLAG, PRECISION_FLAG, Clues
+from .frames import calling_frames, describe_frame
 from .report import Report
+
+# A line that gives a tensor a new shape on its way: a slice, or a reshaping method.
+_RESHAPES = re.compile(r"\[[^\]]*:[^\]]*\]|\.\s*(view|reshape|flatten|narrow|squeeze|unsqueeze|"
+                       r"permute|transpose|chunk|split|expand)\s*\(")
 
 _NON_FINITE = re.compile(
     r"non-?finite|not finite|returned nan values|nan and/or inf"
@@ -88,6 +93,13 @@ def shape_mismatch(c: Clues) -> Report | None:
         return None
     what = c.raised()
     steps = []
+    origin, caller = _origin(c)
+    if origin != "here":  # the values came from the caller's code: no resized layer is right
+        what += (f"\nThe values came from {caller}, which slices or reshapes them before passing "
+                 "them on." if origin == "caller" else
+                 f"\nThe values came from {caller}, another cell or file: the wrong shape may "
+                 "come from there or from the layer.")
+        matmul = channels = None
     if matmul:
         rows, got, expected, out = matmul.groups()
         what += f"\nA linear layer expects {expected} input features, but its input has {got}."
@@ -112,9 +124,36 @@ def shape_mismatch(c: Clues) -> Report | None:
         what += "\nThe samples of a batch have different shapes."
         steps.append("Resize samples to one shape in the Dataset, or pad them in a `collate_fn` (for example "
                      "with `torch.nn.utils.rnn.pad_sequence`).")
-    if c.place:
+    if origin == "caller":
+        steps.insert(0, f"Look at {caller}: its slice or reshape gives the input the shape "
+                        f"{c.place or 'the failing line'} cannot take. Print the shapes before and "
+                        "after it (`print(x.shape)`), and slice so that the shape stays what the "
+                        "layer was built for.")
+    elif origin == "unsure":
+        steps.insert(0, f"Look at both {caller} and {c.place}: print the shapes of the tensors "
+                        "at each (`print(x.shape)`) to see which one gives them the wrong shape; "
+                        "fix the code that made them, or the layer if it was built too small.")
+    elif c.place:
         steps.insert(0, f"Look at {c.place}: print the shapes of its tensors just before it (`print(x.shape)`).")
     return Report("shape_mismatch", f"Shape mismatch{c.on_rank}", what, steps, c.failure.traceback)
+
+
+def _origin(c: Clues) -> tuple[str, str | None]:
+    """Where the values of a shape mismatch came from: ``("here", None)`` when the failing line
+    is the place to look; ``("caller", place)`` when the user's code that called it slices or
+    reshapes them on that line; ``("unsure", place)`` when it called from another cell or file,
+    so the shapes may be wrong in either."""
+    frames = calling_frames(c.failure.traceback)
+    if len(frames) < 2 or c.frame is None or tuple(frames[-1][:2]) != tuple(c.frame[:2]):
+        return "here", None
+    inner, outer = frames[-1], frames[-2]
+    if _RESHAPES.search(inner[2] or ""):
+        return "here", None
+    if _RESHAPES.search(outer[2] or ""):
+        return "caller", describe_frame(outer)
+    if outer[0] != inner[0]:
+        return "unsure", describe_frame(outer)
+    return "here", None
 
 
 RULES = (loss_without_grad, label_out_of_range, shape_mismatch, non_finite_loss)

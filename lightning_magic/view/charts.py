@@ -1,5 +1,5 @@
 """A run's metrics as inline SVG: one small chart per metric, each on its own scale, over the
-global step, with the epochs (counted from 1) marked where they start.
+global step, with the epochs (Lightning's ``current_epoch``) marked where they start.
 
 Each chart is its own ``<svg>`` of a fixed size in a wrapping row, so a narrow notebook (a
 sidebar open) puts fewer charts side by side instead of shrinking their text. Every label
@@ -63,12 +63,12 @@ def series_from_history(history: Sequence[dict]) -> dict[str, list[Point]]:
 
 
 def epoch_starts(history: Sequence[dict]) -> list[tuple[int, float]]:
-    """``[(epoch counted from 1, first step seen in it), ...]`` in the order the epochs began."""
+    """``[(epoch, first step seen in it), ...]`` in the order the epochs began."""
     starts: dict[int, float] = {}
     for row in history:
         epoch, step = row.get("epoch"), finite(row.get("step"))
-        if isinstance(epoch, int) and step is not None and epoch + 1 not in starts:
-            starts[epoch + 1] = step
+        if isinstance(epoch, int) and step is not None and epoch not in starts:
+            starts[epoch] = step
     return sorted(starts.items(), key=lambda item: item[1])
 
 
@@ -96,7 +96,7 @@ def render_chart_svg(history: Sequence[dict], *, max_points: int = MAX_POINTS) -
 def render_series_svg(series: dict[str, Sequence[Point]], epochs: Sequence[tuple[int, float]] = (),
                       *, max_points: int = MAX_POINTS) -> str:
     """A wrapping row of charts, one per series in the given order; "" when there is nothing.
-    ``epochs`` are ``(epoch counted from 1, its first step)``."""
+    ``epochs`` are ``(epoch, its first step)``."""
     names = [name for name, points in series.items() if points]
     if not names:
         return ""

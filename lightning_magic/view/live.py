@@ -4,8 +4,8 @@ In a notebook (any frontend that renders HTML: JupyterLab, Notebook 7, VS Code) 
 HTML with an inline SVG chart, no JavaScript and no widget, updated through its display id at most
 once per ``min_interval``; at the end it becomes the run's summary. In a terminal IPython it is a
 single text line rewritten with ``\\r``, first written at the first step. Events arrive on the
-caller's thread; the drawing itself is in ``render`` and ``charts``. Epochs are counted as the user
-counts them: epoch 1 of 80 ... epoch 80 of 80.
+caller's thread; the drawing itself is in ``render`` and ``charts``. Epochs are named as Lightning
+names them (``render.epoch_text``): epoch 0/79 ... epoch 79/79.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .render import (
     MAX_POINTS,
     Point,
     chart_order,
+    epoch_text,
     finite,
     live_html,
     mean,
@@ -101,6 +102,7 @@ class Progress:
         self.ended = False
         self._recent: deque = deque(maxlen=32)  # (time, samples, step)
         self._first: Optional[tuple[float, float]] = None  # (time, fraction) at the first step
+        self._validation: set[str] = set()  # metrics whose last new value a validation gave
 
     def apply(self, event: dict) -> None:
         kind, when = event.get("kind"), finite(event.get("time"))
@@ -122,11 +124,12 @@ class Progress:
                     and (not self.epochs or shown > self.epochs[-1][0]):
                 self.epochs.append((shown, float(self.step)))
             for name, value in (event.get("metrics") or {}).items():
-                value = finite(value)
-                if value is not None:
-                    self.metrics[str(name)] = value
-                    if isinstance(self.step, (int, float)):
-                        self.series.setdefault(str(name), _Series()).add(float(self.step), value)
+                name, value = str(name), finite(value)
+                if value is None:
+                    continue
+                if self._charts(name, value, kind) and isinstance(self.step, (int, float)):
+                    self.series.setdefault(name, _Series()).add(float(self.step), value)
+                self.metrics[name] = value
             if kind == "step":
                 self.batch = event.get("batch", self.batch)
                 self._recent.append((when, finite(event.get("samples")), finite(self.step)))
@@ -137,6 +140,17 @@ class Progress:
             self.gpus = [r for r in event.get("ranks") or [] if isinstance(r, dict)]
         elif kind == "end":
             self.ended = True
+
+    def _charts(self, name: str, value: float, kind: str) -> bool:
+        """Whether this value is a point of its chart as the summary draws it: a validation's
+        metrics once a validation (step events carry them on unchanged), a step's every step."""
+        new = self.metrics.get(name) != value
+        if kind == "validation" and new:
+            self._validation.add(name)
+        elif kind != "validation" and (new or name not in self._validation):
+            self._validation.discard(name)
+            return True
+        return new and kind == "validation"
 
     def fraction(self) -> Optional[float]:
         """How far the run is, 0..1, by whichever limit (steps or epochs) ends it first."""
@@ -173,19 +187,18 @@ class Progress:
         return samples, steps
 
     def epoch_shown(self) -> Optional[int]:
-        """The epoch in progress counted from 1 (Lightning's ``current_epoch`` + 1); after the
-        last one Lightning's count moves past the end, and this stays on the last."""
+        """The epoch in progress, Lightning's ``current_epoch``; after the last one Lightning's
+        count moves past the end, and this stays on the last."""
         if not isinstance(self.epoch, int):
             return None
-        shown = self.epoch + 1
-        return min(shown, self.max_epochs) if self.max_epochs else shown
+        return min(self.epoch, self.max_epochs - 1) if self.max_epochs else self.epoch
 
     def position(self) -> list[str]:
-        """["epoch 2 of 4", "step 120 of 500"]: epochs counted from 1, as the user counts."""
+        """["epoch 1/3", "step 120 of 500"]: epochs as Lightning names them."""
         parts = []
         epoch = self.epoch_shown()
         if epoch is not None:
-            parts.append(f"epoch {epoch}" + (f" of {self.max_epochs}" if self.max_epochs else ""))
+            parts.append(epoch_text(epoch, self.max_epochs))
         if self.step is not None:
             parts.append(f"step {self.step}" + (f" of {self.max_steps}" if self.max_steps else ""))
         return parts

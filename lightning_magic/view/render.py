@@ -23,7 +23,7 @@ from .charts import (
 
 __all__ = ["MAX_POINTS", "Point", "chart_order", "finite", "mean", "render_chart_svg",
            "render_series_svg", "duration", "text_line", "live_html", "render_summary_html",
-           "number"]
+           "number", "epoch_text"]
 
 TRACK = "rgba(127, 127, 127, 0.22)"
 FILL = "var(--jp-brand-color1, #1976d2)"
@@ -43,6 +43,13 @@ STATUS_COLOURS = {"finished": "var(--jp-success-color1, #388e3c)",
 def number(value: float) -> str:
     """A metric value as people read it: four significant digits."""
     return f"{value:.4g}"
+
+
+def epoch_text(epoch: int, max_epochs: Optional[int] = None) -> str:
+    """An epoch as Lightning names it: its index (``trainer.current_epoch``, the ``epoch=`` of a
+    checkpoint's file name), and the last index when there is a limit, as Lightning's
+    RichProgressBar writes it: "epoch 33/299" for the 34th of ``max_epochs=300``."""
+    return f"epoch {epoch}" + (f"/{max_epochs - 1}" if max_epochs else "")
 
 
 # -- progress and summary ----------------------------------------------------------------------
@@ -132,6 +139,31 @@ def _table(rows: list[tuple[str, str]], heading: str = "") -> str:
     head = (f"<tr><th colspan='2' style='{cell};color:{MUTED}'>{escape(heading)}</th></tr>"
             if heading else "")
     return f"<table style='margin:0;font-size:inherit;color:inherit'>{head}{body}</table>"
+
+
+class ModelTable:
+    """Lightning's model summary table, shown where plain Lightning logs it (as a fit starts):
+    as text, and in a notebook folded in ``<details>`` (its totals in view) when it is long."""
+
+    FOLD_LINES = 20  # a model of about ten modules; a longer table is folded
+
+    def __init__(self, text: str) -> None:
+        self.text = text.strip("\n")
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        lines = self.text.splitlines()
+        table = (f"<pre style='margin:2px 0;font-size:var(--jp-code-font-size, 12px)'>"
+                 f"{escape(self.text)}</pre>")
+        if len(lines) <= self.FOLD_LINES:
+            return table
+        total = next((line for line in lines if line.rstrip().endswith("Total params")), "")
+        count = total.rsplit("Total params", 1)[0].strip()
+        named = f"Model summary: {count} parameters" if count else "Model summary"
+        return (f"<details class='lightning-magic-model-summary'><summary style='cursor:pointer'>"
+                f"{escape(named)} ({len(lines)} lines)</summary>{table}</details>")
 
 
 def render_summary_html(run: Any) -> str:

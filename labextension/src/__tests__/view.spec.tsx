@@ -202,9 +202,9 @@ describe('GpuStatusView', () => {
     );
     const runs = card(host, 'Training runs');
     expect(runs.textContent).toContain('mnist.ipynb');
-    // Lightning's epoch 2 is the third: counted from 1, as the notebook's view counts
+    // Lightning's epoch 2 (the third), as the notebook's view and checkpoint names write it
     expect(runs.querySelector('.lmagic-Run-progress')!.textContent).toBe(
-      'epoch 3 · step 310'
+      'epoch 2 · step 310'
     );
   });
 
@@ -233,7 +233,7 @@ describe('GpuStatusView', () => {
       'cifar.ipynb'
     );
     expect(run.getAttribute('title')).toBe(
-      'ResNet on 4 GPUs · cifar.ipynb\nepoch 1 · step 12'
+      'ResNet on 4 GPUs · cifar.ipynb\nepoch 0 · step 12'
     );
   });
 

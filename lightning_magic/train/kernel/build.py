@@ -61,6 +61,8 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     kwargs["callbacks"] = _callbacks(space, user, session, notes, quick)
     kwargs["logger"] = _logger(space, user, session, notes)
     _progress_bar(space, kwargs, user, flags, notes)
+    # the ranks' logs are quiet: the kernel shows Lightning's model summary table itself
+    session.show_summary = user.get("enable_model_summary", True) is not False
     kwargs.setdefault("enable_model_summary", False)
     if flags.check:
         kwargs.update(fast_dev_run=1, enable_checkpointing=False, logger=False)

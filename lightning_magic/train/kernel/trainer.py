@@ -81,7 +81,7 @@ class Intercept:
 def build(trainer: Any, original: Any, kwargs: dict[str, Any], session: Any) -> None:
     """Lightning's own ``__init__`` with the merged arguments; its kernel-side warnings are kept
     for the run (once each) instead of the cell."""
-    from ..ranks.rank import quiet_lightning_logs, restore_logs
+    from ..ranks.rank import from_library, quiet_lightning_logs, restore_logs
 
     previous = quiet_lightning_logs()
     try:
@@ -90,7 +90,10 @@ def build(trainer: Any, original: Any, kwargs: dict[str, Any], session: Any) -> 
             original(trainer, **kwargs)
     finally:
         restore_logs(previous)
-    session.kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught]
+    session.kernel_warnings = [f"{w.category.__name__}: {w.message}" for w in caught
+                               if not from_library(w.filename)]
+    session.library_warnings = [f"{w.category.__name__}: {w.message}" for w in caught
+                                if from_library(w.filename)]
 
 
 _MAGIC: dict[type, type] = {}
@@ -156,7 +159,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
     from IPython import get_ipython
     from IPython.display import display
 
-    from ..returns.results import TrainingFailed
+    from ..returns.results import ending
 
     out = trainer._lightning_magic.flags.out
     shell = get_ipython()
@@ -164,7 +167,7 @@ def _failed_in_a_later_cell(trainer: Any, record: Any) -> Exception:
         shell.user_ns[out] = record
     if record.report is not None:
         display(record.report)
-    return TrainingFailed(record, out, in_magic_cell=False)
+    return ending(record, out, in_magic_cell=False)
 
 
 def _with_resume(trainer: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -212,10 +212,17 @@ def read_model_key(folder: str) -> Optional[str]:
     return key if isinstance(key, str) else None
 
 
-def write_run_info(folder: str, model: Any) -> None:
+def write_run_info(folder: str, model: Any) -> list[str]:
+    """Write ``run.json`` in ``folder``; the folders that had to be made for it, deepest first
+    (``placement.drop_run_info`` takes them away again when no checkpoint joins it)."""
+    made, parent = [], os.path.abspath(folder)
+    while not os.path.lexists(parent):
+        made.append(parent)
+        parent = os.path.dirname(parent)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, RUN_INFO), "w") as handle:
         json.dump({"model": model_key(model)}, handle)
+    return made
 
 
 _CHOSEN: set[str] = set()  # the folders this kernel chose, made or not yet

@@ -33,6 +33,7 @@ from ..ranks.loggers import continue_logs
 from ..ranks.rank import WarningCollector, prepare_rank_process
 from ..ranks.sharded import mesh_shape, settle_metrics
 from .openmp import release_pool
+from .placement import own_folder_warnings
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from ..returns.wire import pack
@@ -210,9 +211,7 @@ class NotebookLauncher:
             pass
         env = dict(env, LIGHTNING_MAGIC_RANK=str(rank), LOCAL_RANK=str(rank))
         prepare_rank_process(rank, self.session.control, env)
-        ignored = (f"Checkpoint directory {self.session.ckpt_dir} exists and is not empty.",) \
-            if self.session.fresh_dir else ()
-        self._collector = WarningCollector(ignored)
+        self._collector = WarningCollector(own_folder_warnings(self.session))
         self._collector.install()
         done: dict[str, bool] = {}
         worker = threading.Thread(
@@ -305,6 +304,7 @@ class NotebookLauncher:
             last_model_path=last if last and os.path.exists(last) else None,  # or a folder
             left_running=left_running(),
             warnings=list(getattr(self, "_collector", WarningCollector()).messages),
+            library=list(getattr(self, "_collector", WarningCollector()).library),
             global_step=trainer.global_step,
             current_epoch=trainer.current_epoch,
             check=supervisor.check_results if supervisor is not None else {},

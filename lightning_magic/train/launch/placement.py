@@ -97,3 +97,45 @@ def remove_if_unused(folder: str) -> bool:
 
     shutil.rmtree(folder, ignore_errors=True)
     return not os.path.exists(folder)
+
+
+def drop_run_info(folder: str, made: list[str], trainer: Any) -> None:
+    """After a launch: a ``run.json`` with no checkpoint beside it (a fit that trained nothing,
+    or failed before its first save) is removed, with the empty folders made for it, so a
+    folder is left only where plain Lightning leaves one. The folders of a logger's version
+    (``checkpoints`` is below them) are the logger's: plain Lightning's logger makes them too."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    if RUN_INFO not in names or any(name.endswith(".ckpt") for name in names):
+        return
+    ours = [path for path in made if not trainer.loggers or path == os.path.abspath(folder)]
+    try:
+        os.remove(os.path.join(folder, RUN_INFO))
+        for path in ours:  # deepest first; one that something else wrote in stays
+            os.rmdir(path)
+    except OSError:
+        pass
+
+
+def own_folder_warnings(session: Any) -> tuple[str, ...]:
+    """Lightning's warnings about a non-empty folder that only the magic filled: the checkpoint
+    folder it made for ``run.json`` (or its own fresh run folder), and the logger's version
+    folder that holds nothing but that checkpoint folder. Plain Lightning gives neither. Each
+    is given with the folder as Lightning may write it: absolute, or relative to the cwd."""
+    folder = os.path.abspath(session.ckpt_dir)
+    parent = os.path.dirname(folder)
+    said = []
+    if session.fresh_dir or folder in session.made_for_run:
+        said += [f"Checkpoint directory {path} exists and is not empty."
+                 for path in (folder, os.path.relpath(folder))]
+    try:
+        alone = os.listdir(parent) == [os.path.basename(folder)]
+    except OSError:
+        alone = False
+    if folder in session.made_for_run and alone:
+        said += [f"Experiment logs directory {path} exists and is not empty. Previous log files "
+                 "in this directory will be deleted when the new ones are saved!"
+                 for path in (parent, os.path.relpath(parent))]
+    return tuple(said)

@@ -39,11 +39,14 @@ class Session:
     cwd: str = "."
     prepared: Any = None             # the cell that made the Trainer (its CUDA watch, its text)
     kernel_warnings: list[str] = field(default_factory=list)  # from building the Trainer
+    library_warnings: list[str] = field(default_factory=list)  # ... raised by Lightning's code
+    made_for_run: list[str] = field(default_factory=list)  # folders made for run.json (a launch)
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
     runner: Any = None  # runs each call instead of the launcher's own wait (background runs)
     keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
     placement: str = "run"           # "run": the magic's folder; "lightning": see placement.py
+    show_summary: bool = False       # the cell left Lightning's model summary on (its default)
 
     def last_checkpoint(self) -> Optional[str]:
         if self.flags.check or not self.keep_last:
@@ -69,13 +72,23 @@ class Launch:
         from .placement import before_launch
 
         before_launch(session, trainer, stage)
+        self.run_info: Optional[list[str]] = None  # the folders made for run.json, if written
         if stage == "fit" and not flags.check and session.keep_last:
             from .checkpoints import write_run_info
 
-            write_run_info(session.ckpt_dir, model)  # what --resume last looks for
+            self.run_info = write_run_info(session.ckpt_dir, model)  # what --resume last needs
+        session.made_for_run = list(self.run_info or [])
         self.notes = self._notes()
         for note in self.notes:
             print(note)
+        if stage == "fit" and session.show_summary and not flags.check:  # where Lightning logs it
+            from ...view.render import ModelTable
+
+            table = model_summary(model)
+            if table:
+                from IPython.display import display
+
+                display(ModelTable(table))
         self.view = LiveView(type(model).__name__,  # the configuration is in the notes above
                              mode="none" if flags.check or stage != "fit" else flags.progress,
                              world_size=world_size)
@@ -158,13 +171,15 @@ class Launch:
                 self.published.remove()
             shutil.rmtree(self.stack_dir, ignore_errors=True)
         record = self._record(outcome, time.perf_counter() - self.started, kernel_warnings)
-        if not record.ok and self.session.fresh_dir \
-                and self.session.flags.ckpt_dir is None:
-            from .placement import remove_if_unused
-
-            if remove_if_unused(self.session.ckpt_dir):  # it failed before writing anything
-                record.last_model_path = None
         idle = self._nothing_to_do(outcome, record)
+        from .placement import drop_run_info, remove_if_unused
+
+        if self.run_info is not None:
+            drop_run_info(self.session.ckpt_dir, self.run_info, self.trainer)
+        if (idle or not record.ok) and self.session.fresh_dir \
+                and self.session.flags.ckpt_dir is None:
+            if remove_if_unused(self.session.ckpt_dir):  # it wrote nothing there
+                record.last_model_path = None
         self.session.records.append((self.stage, record))
         if record.ok:
             self.view.close()  # the cell's value, the run's summary, takes its place
@@ -229,6 +244,7 @@ class Launch:
         status = "checked" if session.flags.check and outcome.status == "finished" \
             else outcome.status
         warnings_seen = list(dict.fromkeys(kernel_warnings + list(extra.get("warnings", []))))
+        library = list(dict.fromkeys(session.library_warnings + list(extra.get("library", []))))
         notes = list(self.notes) + self._notes_from_rank_zero(extra) + list(extra.get("notes", []))
         run = TrainingRun(
             status=status,  # a call whose ranks sent nothing has no metrics of its own
@@ -242,7 +258,7 @@ class Launch:
             num_processes=self.world_size, ckpt_dir=session.ckpt_dir,
             epochs=extra.get("current_epoch"), global_step=extra.get("global_step"),
             model=self.model, summary=model_summary(self.model), notes=notes,
-            warnings=warnings_seen, checks=dict(extra.get("check") or {}),
+            warnings=warnings_seen, library_warnings=library, checks=dict(extra.get("check") or {}),
             max_epochs=_limit(getattr(self.trainer, "max_epochs", None)),
             max_steps=_limit(getattr(self.trainer, "max_steps", None)), name=session.flags.out,
             stage=self.stage, notes_printed=len(self.notes),

@@ -106,11 +106,24 @@ def restore_logs(previous: dict[str, int]) -> None:
         logging.getLogger(name).setLevel(level)
 
 
+def from_library(filename: str) -> bool:
+    """Whether a warning was raised from installed code (Lightning, torch, the standard library,
+    this package), not from the cell or the user's own modules."""
+    import sysconfig
+
+    roots = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # lightning_magic
+    path = os.path.abspath(filename or "")
+    return any(path.startswith(os.path.join(root, "")) for root in roots)
+
+
 class WarningCollector:
-    """Keeps each distinct warning once instead of printing it from every rank."""
+    """Keeps each distinct warning once instead of printing it from every rank: the cell's own in
+    ``messages``, those raised from installed code (``from_library``) in ``library``."""
 
     def __init__(self, ignored: tuple[str, ...] = ()) -> None:
         self.messages: list[str] = []
+        self.library: list[str] = []
         self._seen: set[str] = set(ignored)  # the magic's own doing, not the user's
 
     def ignore(self, messages: list[str]) -> None:
@@ -123,7 +136,7 @@ class WarningCollector:
         text = f"{category.__name__}: {message}"
         if text not in self._seen and str(message) not in self._seen:
             self._seen.add(text)
-            self.messages.append(text)
+            (self.library if from_library(filename) else self.messages).append(text)
 
 
 def strip_waiting_main_thread(dump: str) -> str:

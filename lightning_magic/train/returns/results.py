@@ -1,8 +1,9 @@
 """``TrainingRun``: what a ``%%lightning_train`` cell gives back, and how it shows itself.
 
 The run states its own rows (``rows`` and ``metric_rows``); the text form here and the HTML
-summary in ``view.render`` both show those rows, so the two never disagree. Epochs are counted
-as the user counts them: the first is epoch 1, the last of ``--max-epochs 80`` is epoch 80.
+summary in ``view.render`` both show those rows, so the two never disagree. Epochs are named as
+Lightning names them (``trainer.current_epoch``, a checkpoint's ``epoch=``): the first is epoch
+0, the last of ``--max-epochs 80`` is epoch 79, shown "epoch 79/79" (``view.render.epoch_text``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class TrainingRun:
     model: Any = field(default=None, repr=False)
     summary: Optional[str] = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list, repr=False)  # the cell's own code's
+    library_warnings: list[str] = field(default_factory=list, repr=False)  # Lightning's, torch's
     traceback: Optional[str] = field(default=None, repr=False)
     report: Any = field(default=None, repr=False)  # suggestions.Report when the run failed
     checks: dict[str, Any] = field(default_factory=dict, repr=False)  # what --check verified
@@ -64,25 +66,27 @@ class TrainingRun:
         return HEADLINES.get(self.status, self.status)
 
     def epoch_reached(self) -> Optional[int]:
-        """The last epoch the run trained in, counted from 1."""
+        """The last epoch the run trained in, as Lightning numbers it (from 0)."""
         epochs = [row["epoch"] for row in self.history
                   if isinstance(row.get("epoch"), int) and row.get("stage") != "epoch"]
         if epochs:
-            reached = max(epochs) + 1
+            reached = max(epochs)
         elif self.epochs is None:
             return None
-        else:  # after a complete fit, current_epoch is the number of epochs done
-            reached = self.epochs if self.status == "finished" else self.epochs + 1
-        return min(reached, self.max_epochs) if self.max_epochs else reached
+        else:  # after a complete fit, current_epoch is one past the last epoch trained
+            reached = max(0, self.epochs - 1) if self.status == "finished" else self.epochs
+        return min(reached, self.max_epochs - 1) if self.max_epochs else reached
 
     def progress_text(self) -> Optional[str]:
-        """'epoch 80 of 80 · step 960' (the limits only when known)."""
+        """'epoch 79/79 · step 960' (the limits only when known)."""
         epoch = self.epoch_reached()
         if epoch is None and self.global_step is None:
             return None
         parts = []
         if epoch is not None:
-            parts.append(f"epoch {epoch}" + (f" of {self.max_epochs}" if self.max_epochs else ""))
+            from ...view.render import epoch_text
+
+            parts.append(epoch_text(epoch, self.max_epochs))
         if self.global_step is not None:
             parts.append(f"step {self.global_step}"
                          + (f" of {self.max_steps}" if self.max_steps else ""))
@@ -186,3 +190,41 @@ class TrainingFailed(Exception):
         colour = "34" if self.run.status == "interrupted" else "31"  # blue: the user's choice
         separator = " " if self.run.status == "interrupted" else ": "
         return [f"\x1b[0;{colour}m{self.lead}\x1b[0m{separator}{self.detail}"]
+
+
+class TrainingStopped(TrainingFailed):
+    """A run the user stopped. It still ends the cell (so that "Run all" stops, as the stop button
+    asks), but the shell shows it as a line of the cell's output, not as an error: see
+    ``show_stops``."""
+
+
+def ending(run: TrainingRun, out: str, in_magic_cell: bool = True) -> TrainingFailed:
+    """What ends a cell whose run did not finish: ``TrainingStopped`` for a stop, else
+    ``TrainingFailed``."""
+    kind = TrainingStopped if run.status == "interrupted" else TrainingFailed
+    return kind(run, out, in_magic_cell=in_magic_cell)
+
+
+def show_stops(shell: Any) -> Any:
+    """Make ``shell`` print a ``TrainingStopped`` as a plain line of output: the cell still ends
+    with it (its reply is an error, so the kernel drops the cells queued after it), but no error
+    output is shown for what the user chose. The shell's own custom handler, if it had one, still
+    handles its exceptions. Returns what puts the shell back as it was."""
+    import sys
+
+    kept = (shell.custom_exceptions, shell.CustomTB)
+    types = tuple(kept[0])
+
+    def handler(self: Any, etype: type, value: BaseException, tb: Any,
+                tb_offset: Optional[int] = None) -> Any:
+        if isinstance(value, TrainingStopped):
+            print(str(value), file=sys.stdout, flush=True)
+            return None
+        return kept[1](etype, value, tb, tb_offset=tb_offset)
+
+    shell.set_custom_exc(types + (TrainingStopped,), handler)
+
+    def restore() -> None:
+        shell.custom_exceptions, shell.CustomTB = kept
+
+    return restore

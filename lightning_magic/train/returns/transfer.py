@@ -97,7 +97,7 @@ def early_stop(trainer: Any) -> str:
                     "Training stopped early: max_time ran out.")
         if kind == "EarlyStopping" and getattr(callback, "stopped_epoch", 0):
             return (f"Training stopped early: EarlyStopping({callback.monitor!r}) stopped it in "
-                    f"epoch {callback.stopped_epoch + 1} (patience {callback.patience}).")
+                    f"epoch {callback.stopped_epoch} (patience {callback.patience}).")
     return ""
 
 

@@ -162,8 +162,9 @@ function ProcessTable(props: {
 }
 
 /**
- * Who a GPU process is, as far as the server knows: its notebook (or kernel) and rank, else
- * its program name or user.
+ * Who a GPU process is, as far as the server knows: its notebook (or kernel), and its rank of
+ * which run (the id ``%lightning_runs`` lists; ``%lightning_stop`` takes its first characters),
+ * else its program name or user.
  */
 export function processLabel(process: IGpuProcess): string {
   return processLabelLines(process).join(' · ');
@@ -180,7 +181,11 @@ export function processLabelLines(process: IGpuProcess): string[] {
     parts.push(`kernel ${process.kernel_id.slice(0, 8)}`);
   }
   if (isReported(process.rank)) {
-    parts.push(`rank ${process.rank}`);
+    parts.push(
+      process.run_id
+        ? `rank ${process.rank} of run ${process.run_id.slice(0, 8)}`
+        : `rank ${process.rank}`
+    );
   } else if (process.role === 'kernel-child') {
     parts.push('forked from the kernel');
   }
@@ -202,6 +207,9 @@ export function processTooltip(process: IGpuProcess): string {
   lines.push(
     ...label.slice(process.notebook_path || process.kernel_id ? 1 : 0)
   );
+  if (process.run_id) {
+    lines.push(`run ${process.run_id}`);
+  }
   if (process.command) {
     lines.push(process.command);
   }

@@ -97,7 +97,7 @@ describe('GpuStatusView', () => {
     expect(gpu1.textContent).not.toContain('0%');
   });
 
-  it('labels GPU processes with their notebook and rank', () => {
+  it('labels GPU processes with their notebook, rank and run', () => {
     const gpu0 = card(withReading(readingJson()), 'GPU 0');
     const row = gpu0.querySelector('tbody tr')!;
     expect(row.textContent).toContain('4242');
@@ -105,12 +105,13 @@ describe('GpuStatusView', () => {
     // notebook and rank on two lines, so both stay readable at the default width
     expect(
       Array.from(owner.querySelectorAll('.lmagic-Line')).map(l => l.textContent)
-    ).toEqual(['mnist.ipynb', 'rank 1']);
+    ).toEqual(['mnist.ipynb', 'rank 1 of run run-1']);
     const tooltip = owner.getAttribute('title')!;
     expect(tooltip).toContain('ipykernel_launcher');
-    expect(tooltip.split('\n').slice(0, 2)).toEqual([
+    expect(tooltip.split('\n').slice(0, 3)).toEqual([
       'experiments/mnist.ipynb',
-      'rank 1'
+      'rank 1 of run run-1',
+      'run run-1'
     ]);
   });
 

@@ -1,0 +1,180 @@
+"""One trial: asked of the study, its cell run in the kernel with ``trial`` bound (so every
+``suggest_*`` is answered there, once, before any rank exists: the ranks are forked from the
+kernel and all see the values it drew), its fit a ``--background`` run on the trial's own slot,
+and at its end told to the study.
+
+What the cell prints and shows while it starts, and the summary of its run at the end, are kept
+on the trial (``output``) rather than shown: the sweep shows one table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from .flags import SweepFlags
+from .slots import Slot
+
+Status = Literal["running", "complete", "pruned", "failed"]
+
+
+@dataclass
+class Context:
+    """What every trial of one sweep runs with."""
+
+    flags: SweepFlags
+    shell: Any
+    cell: str
+    cuda_watch: Any
+    train_func: Any            # the %%lightning_train magic, whose parser checks a trial's line
+    kernel_id: Optional[str] = None
+
+
+@dataclass
+class TrialRecord:
+    """A trial of the sweep: ``params``, ``status``, ``value`` (its metric), ``run`` (its
+    ``TrainingRun``, once back), ``report`` (a failed run's failure report)."""
+
+    number: int
+    trial: Any = field(repr=False)
+    slot: Slot
+    params: dict[str, Any] = field(default_factory=dict)
+    status: Status = "running"
+    value: Optional[float] = None
+    run: Any = field(default=None, repr=False)
+    handle: Any = field(default=None, repr=False)       # its BackgroundRun, while it runs
+    error: Optional[BaseException] = field(default=None, repr=False)  # the cell's, in the kernel
+    note: str = ""
+    bound: dict[str, Any] = field(default_factory=dict, repr=False)  # what the cell bound
+    output: list[Any] = field(default_factory=list, repr=False)      # IPython CapturedIO
+    reported: set[int] = field(default_factory=set, repr=False)      # epochs told to the trial
+    stopping: bool = field(default=False, repr=False)                # pruned, being stopped
+
+    @property
+    def report(self) -> Any:
+        return getattr(self.run, "report", None)
+
+    @property
+    def model(self) -> Any:
+        return getattr(self.handle, "model", None)
+
+    def epoch(self) -> Optional[int]:
+        """The epoch it trains (or ended) in, counted from 1."""
+        if self.run is not None:
+            return self.run.epoch_reached()
+        rows = self.handle.history if self.handle is not None else []
+        epochs = [row["epoch"] for row in rows if isinstance(row.get("epoch"), int)]
+        return max(epochs) + 1 if epochs else None
+
+    def live_value(self, metric: str) -> Optional[float]:
+        if self.value is not None or self.handle is None or self.status != "running":
+            return self.value
+        value = self.handle.metrics.get(metric)
+        return value if isinstance(value, (int, float)) else None
+
+
+def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
+    """Ask the study for a trial and run the cell for it; its fit goes on in the background."""
+    from IPython.utils.capture import capture_output
+
+    from .. import train
+    from ..background import RUNS
+    from ..background.runner import Runner
+    from ..options import flags as train_flags
+    from ..train.kernel.discovery import bound_by_cell
+    from .study import optuna_module
+
+    shell = context.shell
+    trial = study.ask()
+    record = TrialRecord(number=trial.number, trial=trial, slot=slot)
+    shell.user_ns["trial"] = trial
+    opts = train_flags.parse(context.flags.train_line(slot.accelerator, slot.devices),
+                             context.train_func)
+    prepared = train.prepare(opts, shell, context.cell, context.cuda_watch,
+                             kernel_id=context.kernel_id)
+    runner = Runner(shell, RUNS, no_wait=False)
+    prepared.runner = runner
+    result = None
+    with capture_output() as captured:
+        try:
+            result = train.run(prepared)
+        except optuna_module().TrialPruned as pruned:
+            record.status, record.note = "pruned", str(pruned) or "pruned by the cell"
+        except Exception as error:  # noqa: BLE001 - told FAIL; the sweep raises it again
+            record.error = error
+    record.output.append(captured)
+    record.params = dict(trial.params)
+    record.bound = bound_by_cell(prepared.before, shell.user_ns, context.cell)
+    fits = [run for run in runner.started if run.stage == "fit"]
+    if fits:
+        record.handle = fits[-1]
+    elif record.status == "running":
+        failed = result is not None and result.run is not None and not result.run.ok
+        record.run = result.run if failed else None
+        record.note = record.note or (
+            f"the cell raised {type(record.error).__name__}: {record.error}" if record.error
+            else "its launch failed" if failed else "the cell started no fit")
+        record.status = "failed"
+    return record
+
+
+def report_epochs(record: TrialRecord, metric: str) -> None:
+    """Tell the trial the metric at each epoch end it has not been told yet (rank 0's
+    validation events, as the run's ``history`` keeps them)."""
+    rows = record.run.history if record.run is not None else \
+        record.handle.history if record.handle is not None else []
+    for row in rows:
+        epoch, value = row.get("epoch"), row.get(metric)
+        if row.get("stage") != "validation" or not isinstance(epoch, int) or \
+                epoch in record.reported or not _finite(value):
+            continue
+        record.trial.report(float(value), step=epoch)
+        record.reported.add(epoch)
+
+
+def finish(record: TrialRecord, metric: str) -> None:
+    """The ended run's results into the kernel (its model, its Trainer), and its outcome."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        record.handle.join(when="at the end of its trial")
+    record.output.append(captured)
+    record.run = run = record.handle.record
+    report_epochs(record, metric)
+    value = (run.metrics or {}).get(metric) if run is not None else None
+    if record.stopping:
+        record.status, record.note = "pruned", f"pruned at epoch {record.epoch()}"
+    elif run is not None and run.ok and _finite(value):
+        record.status, record.value = "complete", float(value)
+    else:
+        record.status = "failed"
+        if run is None or not run.ok:
+            record.note = f"its run {run.headline if run is not None else 'broke'}"
+        else:
+            logged = ", ".join(sorted(run.metrics)) or "nothing"
+            record.note = (f"it logged no {metric!r} (it logged {logged})" if value is None
+                           else f"its {metric} is {value}")
+
+
+def tell(study: Any, record: TrialRecord) -> bool:
+    """Tell the study how the trial ended; False once the sampler has tried everything
+    (``--sampler grid``)."""
+    from .study import optuna_module
+
+    states = optuna_module().trial.TrialState
+    try:
+        if record.status == "complete":
+            study.tell(record.trial, record.value)
+        else:
+            study.tell(record.trial, state=states.PRUNED if record.status == "pruned"
+                       else states.FAIL)
+    except RuntimeError as error:  # BruteForceSampler calls study.stop(), for optimize() only
+        if "Study.stop" not in str(error):
+            raise
+        return False
+    return True
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,140 @@
+"""``%%lightning_sweep`` in a real InteractiveShell: Optuna trials of 2-rank CPU runs (gloo), the
+same parameters on every rank of a trial, a crashed trial beside good ones, the results."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+from support.cells import DEFINITIONS
+
+from lightning_magic.train.returns.results import TrainingRun
+
+pytest.importorskip("optuna")
+pytestmark = pytest.mark.slow
+
+# Each rank writes what it trains with: the lr its model was built with in the kernel, and what
+# the trial it inherited answers when the rank itself asks for "lr".
+RANKS_WRITE = '''
+import os
+
+class WhatEachRankHas(pl.Callback):
+    def __init__(self, folder, trial):
+        self.folder, self.trial = folder, trial
+
+    def on_train_start(self, trainer, pl_module):
+        asked = self.trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        name = f"trial{self.trial.number}-rank{trainer.global_rank}-pid{os.getpid()}"
+        with open(os.path.join(self.folder, name), "w") as out:
+            out.write(f"{pl_module.lr!r} {asked!r}")
+
+
+class Exploding(Regressor):
+    def training_step(self, batch, batch_idx):
+        raise RuntimeError("trial exploded")
+'''
+
+SWEEP = "%%lightning_sweep --metric val_loss --devices-per-trial 2 --accelerator cpu --max-epochs 2"
+CELL = '''
+model = Regressor(lr=trial.suggest_float("lr", 1e-3, 1e-1, log=True))
+trainer = pl.Trainer(callbacks=[WhatEachRankHas(folder, trial)])
+trainer.fit(model, DataLoader(dataset, batch_size=16), DataLoader(dataset, batch_size=32))
+'''
+
+
+@pytest.fixture
+def shell(ip, tmp_path):
+    assert ip.run_cell(DEFINITIONS).success
+    assert ip.run_cell(RANKS_WRITE).success
+    (tmp_path / "ranks").mkdir()
+    ip.user_ns["folder"] = str(tmp_path / "ranks")
+    return ip
+
+
+def sweep(shell, line, cell=CELL):
+    with capture_output() as captured:
+        result = shell.run_cell(f"{SWEEP} {line}\n{cell}")
+    assert result.success, (result.error_in_exec, captured.stdout, captured.stderr)
+    return result.result, captured
+
+
+def test_every_rank_of_a_trial_trains_with_the_parameters_the_kernel_drew(shell, tmp_path,
+                                                                          no_orphans):
+    done, captured = sweep(shell, "--trials 3 --sampler random")
+    assert done is shell.user_ns["lightning_sweep"]
+    assert [t.status for t in done.trials] == ["complete"] * 3
+    written = {path.name: path.read_text().split() for path in (tmp_path / "ranks").iterdir()}
+    for record in done.trials:
+        ranks = {name.split("-")[1]: values for name, values in written.items()
+                 if name.startswith(f"trial{record.number}-")}
+        assert set(ranks) == {"rank0", "rank1"}, written
+        lr = repr(record.params["lr"])
+        assert all(values == [lr, lr] for values in ranks.values()), (lr, ranks)
+    pids = {name.split("-")[2] for name in written}
+    assert len(pids) == 6, "each trial's ranks are processes of their own"
+    assert len({record.params["lr"] for record in done.trials}) == 3
+    assert "trial" not in shell.user_ns, "the trial is the sweep's, not left in the namespace"
+    assert "val_loss" in captured.stdout and "complete" in captured.stdout  # the table
+
+
+def test_the_results_are_the_study_its_dataframe_and_the_best_trials_trained_model(shell):
+    done, _ = sweep(shell, "--trials 2")
+    frame = done.dataframe()
+    assert list(frame["state"]) == ["COMPLETE", "COMPLETE"]
+    assert list(frame["number"]) == [0, 1] and "params_lr" in frame.columns
+    best = min(done.trials, key=lambda record: record.value)
+    assert done.study.best_trial.number == best.number
+    assert isinstance(done.best, TrainingRun) and done.best is best.run
+    assert done.best.metrics["val_loss"] == best.value == done.study.best_value
+    model = shell.user_ns["model"]
+    assert model is best.model and model.lr == best.params["lr"]
+    assert model is not done.trials[1 - best.number].model
+    assert shell.user_ns["trainer"].global_step == done.best.global_step > 0
+    assert f"best: trial {best.number}" in repr(done)
+
+
+def test_a_crashed_trial_keeps_its_report_and_the_others_go_on(shell, no_orphans):
+    cell = CELL.replace("model = Regressor(", "model = (Exploding if trial.number == 1 "
+                                              "else Regressor)(")
+    done, _ = sweep(shell, "--trials 3", cell)
+    assert [t.status for t in done.trials] == ["complete", "failed", "complete"]
+    crashed = done.trials[1]
+    assert crashed.report is not None and "trial exploded" in crashed.run.traceback
+    assert crashed.value is None and "failed" in crashed.note
+    states = [t.state.name for t in done.study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert shell.user_ns["model"] is done.best_record().model
+
+
+def test_a_cell_that_raises_in_the_kernel_stops_the_sweep_and_raises(shell):
+    with capture_output():
+        result = shell.run_cell(f"{SWEEP} --trials 3\nraise ValueError('no data here')")
+    assert isinstance(result.error_in_exec, ValueError)
+    done = shell.user_ns["lightning_sweep"]
+    assert [t.status for t in done.trials] == ["failed"]
+    assert done.study.trials[0].state.name == "FAIL"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--trials 2 --metric val_loss --sampler bayes",
+     "--sampler 'bayes' is not one of: tpe, random, grid."),
+    ("--trials 2", "%%lightning_sweep needs --metric NAME"),
+    ("--metric val_loss", "%%lightning_sweep needs --trials N or --timeout SECONDS"),
+    ("--trials 0 --metric val_loss", "--trials"),
+    ("--trials 2 --metric val_loss --devices 2",
+     "%%lightning_sweep sets --devices itself for every trial; use --devices-per-trial D."),
+    ("--trials 2 --metric val_loss --max-epochz 2", "unrecognized arguments: --max-epochz 2"),
+])
+def test_a_bad_flag_is_a_one_line_usage_error_before_anything_runs(shell, line, message):
+    with pytest.raises(UsageError) as raised:
+        shell.run_cell_magic("lightning_sweep", line, "assert False, 'the cell ran'")
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert "lightning_sweep" not in shell.user_ns
+
+
+def test_the_help_lists_the_sweeps_flags(shell):
+    with capture_output() as captured:
+        shell.run_line_magic("pinfo", "%%lightning_sweep")
+    for flag in ("--trials", "--metric", "--direction", "--devices-per-trial", "--sampler",
+                 "--pruner", "--storage", "--timeout"):
+        assert flag in captured.stdout

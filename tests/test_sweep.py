@@ -29,12 +29,25 @@ class WhatEachRankHas(pl.Callback):
             out.write(f"{pl_module.lr!r} {asked!r}")
 
 
+class Meeting(pl.Callback):
+    """Trial 0's rank 0 waits at the start of training until trial 1's rank 0 is there too."""
+
+    def __init__(self, fifo, trial):
+        self.fifo, self.trial = fifo, trial
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.fifo, "w" if self.trial.number == 0 else "r") as meet:
+                meet.write("here") if self.trial.number == 0 else meet.read()
+
+
 class Exploding(Regressor):
     def training_step(self, batch, batch_idx):
         raise RuntimeError("trial exploded")
 '''
 
 SWEEP = "%%lightning_sweep --metric val_loss --devices-per-trial 2 --accelerator cpu --max-epochs 2"
+SWEEP1 = SWEEP.replace("--devices-per-trial 2", "--devices-per-trial 1")
 CELL = '''
 model = Regressor(lr=trial.suggest_float("lr", 1e-3, 1e-1, log=True))
 trainer = pl.Trainer(callbacks=[WhatEachRankHas(folder, trial)])
@@ -51,9 +64,9 @@ def shell(ip, tmp_path):
     return ip
 
 
-def sweep(shell, line, cell=CELL):
+def sweep(shell, line, cell=CELL, head=SWEEP):
     with capture_output() as captured:
-        result = shell.run_cell(f"{SWEEP} {line}\n{cell}")
+        result = shell.run_cell(f"{head} {line}\n{cell}")
     assert result.success, (result.error_in_exec, captured.stdout, captured.stderr)
     return result.result, captured
 
@@ -138,3 +151,40 @@ def test_the_help_lists_the_sweeps_flags(shell):
     for flag in ("--trials", "--metric", "--direction", "--devices-per-trial", "--sampler",
                  "--pruner", "--storage", "--timeout"):
         assert flag in captured.stdout
+
+
+def test_a_trial_worse_than_the_median_is_pruned_at_an_epoch_end_and_stopped(shell):
+    # --seed: every trial starts from the same weights; the sixth (after MedianPruner's five
+    # startup trials) does not learn (lr 0), so its first epoch is worse than every other's,
+    # and without the pruner it would train 1000 epochs
+    cell = CELL.replace('model = Regressor(lr=trial.suggest_float("lr", 1e-3, 1e-1, log=True))',
+                        'lr = trial.suggest_float("lr", 1e-2, 1e-1, log=True)\n'
+                        'model = Regressor(lr=lr if trial.number < 5 else 0.0)').replace(
+        "pl.Trainer(", "pl.Trainer(max_epochs=2 if trial.number < 5 else 1000, ")
+    with capture_output() as captured:
+        result = shell.run_cell("%%lightning_sweep --metric val_loss --devices-per-trial 2 "
+                                "--accelerator cpu --seed 0 --trials 6 --pruner median\n" + cell)
+    assert result.success, (result.error_in_exec, captured.stdout)
+    done = result.result
+    assert [t.status for t in done.trials] == ["complete"] * 5 + ["pruned"]
+    pruned = done.trials[5]
+    assert pruned.note == "pruned at epoch 1" and pruned.run.status == "interrupted"
+    assert pruned.run.epoch_reached() < 1000
+    assert done.study.trials[5].state.name == "PRUNED"
+    assert 0 in done.study.trials[5].intermediate_values
+
+
+def test_trials_on_disjoint_slots_run_at_the_same_time(shell, tmp_path, no_orphans):
+    from lightning_magic.options.values import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("one core: one slot, the trials run one after another")
+    import os
+
+    os.mkfifo(tmp_path / "meet.fifo")
+    shell.user_ns["fifo"] = str(tmp_path / "meet.fifo")
+    cell = CELL.replace("callbacks=[", "callbacks=[Meeting(fifo, trial), ")
+    # trial 0 trains only once trial 1 has started: it ends only if both ran at once
+    done, _ = sweep(shell, "--trials 2", cell, head=SWEEP1)
+    assert done.slots >= 2
+    assert [t.status for t in done.trials] == ["complete", "complete"]

@@ -88,9 +88,9 @@ def _listen(record: one.TrialRecord, wake: queue.SimpleQueue) -> None:
 
 
 def _maybe_prune(record: one.TrialRecord, metric: str) -> None:
-    one.report_epochs(record, metric)
-    if not record.stopping and record.reported and record.trial.should_prune():
+    if not record.stopping and one.report_epochs(record, metric, prune=True):
         record.stopping = True
+        record.note = f"pruned at epoch {max(record.reported) + 1}"
         record.handle.stop(wait=False)  # at the next batch; its end comes as any other
 
 

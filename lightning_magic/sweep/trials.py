@@ -119,9 +119,10 @@ def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
     return record
 
 
-def report_epochs(record: TrialRecord, metric: str) -> None:
+def report_epochs(record: TrialRecord, metric: str, prune: bool = False) -> bool:
     """Tell the trial the metric at each epoch end it has not been told yet (rank 0's
-    validation events, as the run's ``history`` keeps them)."""
+    validation events, as the run's ``history`` keeps them). With ``prune``, ask the pruner
+    after each, as a pruning callback would at that epoch end: True once it says to prune."""
     rows = record.run.history if record.run is not None else \
         record.handle.history if record.handle is not None else []
     for row in rows:
@@ -131,6 +132,9 @@ def report_epochs(record: TrialRecord, metric: str) -> None:
             continue
         record.trial.report(float(value), step=epoch)
         record.reported.add(epoch)
+        if prune and record.trial.should_prune():
+            return True
+    return False
 
 
 def finish(record: TrialRecord, metric: str) -> None:
@@ -144,7 +148,7 @@ def finish(record: TrialRecord, metric: str) -> None:
     report_epochs(record, metric)
     value = (run.metrics or {}).get(metric) if run is not None else None
     if record.stopping:
-        record.status, record.note = "pruned", f"pruned at epoch {record.epoch()}"
+        record.status = "pruned"
     elif run is not None and run.ok and _finite(value):
         record.status, record.value = "complete", float(value)
     else:

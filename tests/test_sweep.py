@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 # Each rank writes what it trains with: the lr its model was built with in the kernel, and what
 # the trial it inherited answers when the rank itself asks for "lr".
 RANKS_WRITE = '''
-import os
+import os, signal
 
 class WhatEachRankHas(pl.Callback):
     def __init__(self, folder, trial):
@@ -39,6 +39,14 @@ class Meeting(pl.Callback):
         if trainer.global_rank == 0:
             with open(self.fifo, "w" if self.trial.number == 0 else "r") as meet:
                 meet.write("here") if self.trial.number == 0 else meet.read()
+
+
+class PressesStop(pl.Callback):
+    """Rank 0 presses the stop button (SIGINT to the kernel, as the notebook's) once training."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == 0 and trainer.global_step == 2:
+            os.kill(os.getppid(), signal.SIGINT)
 
 
 class Exploding(Regressor):
@@ -188,3 +196,16 @@ def test_trials_on_disjoint_slots_run_at_the_same_time(shell, tmp_path, no_orpha
     done, _ = sweep(shell, "--trials 2", cell, head=SWEEP1)
     assert done.slots >= 2
     assert [t.status for t in done.trials] == ["complete", "complete"]
+
+
+def test_the_stop_button_stops_the_running_trials_and_keeps_the_ended_ones(shell, no_orphans):
+    cell = CELL.replace("callbacks=[", "max_epochs=2 if trial.number == 0 else 1000, "
+                                       "callbacks=[PressesStop()] * (trial.number == 1) + [")
+    with capture_output():
+        result = shell.run_cell(SWEEP.replace(" --max-epochs 2", "") + " --trials 3\n" + cell)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    done = shell.user_ns["lightning_sweep"]
+    assert [t.status for t in done.trials] == ["complete", "failed"]
+    assert done.trials[1].run.status == "interrupted"
+    assert [t.state.name for t in done.study.trials] == ["COMPLETE", "FAIL"]
+    assert shell.user_ns["model"] is done.trials[0].model

@@ -38,8 +38,7 @@ def run_sweep(context: one.Context) -> Sweep:
     try:
         while True:
             while free and more and error is None and _wanted(flags.trials, sweep, deadline):
-                record = one.start(context, study, free.pop(0))
-                sweep.trials.append(record)
+                record = one.start(context, study, free.pop(0), sweep.trials)
                 if record.handle is None:  # ended in the kernel, before any rank
                     free.append(record.slot)
                     more = one.tell(study, record)
@@ -54,9 +53,9 @@ def run_sweep(context: one.Context) -> Sweep:
             if record.number not in running:
                 continue
             if kind == "end":
-                del running[record.number]
                 one.finish(record, flags.metric)
                 more = one.tell(study, record) and more
+                del running[record.number]
                 free.append(record.slot)
             elif kind == "validation" and flags.pruner != "none":
                 _maybe_prune(record, flags.metric)
@@ -98,8 +97,10 @@ def _stop_all(running: dict[int, one.TrialRecord], study: Any, metric: str) -> N
     for record in running.values():
         record.handle.stop(wait=False)
     for record in running.values():
-        one.finish(record, metric)
-        one.tell(study, record)
+        if record.run is None:
+            one.finish(record, metric)
+        if not record.told:
+            one.tell(study, record)
     running.clear()
 
 

@@ -50,6 +50,7 @@ class TrialRecord:
     output: list[Any] = field(default_factory=list, repr=False)      # IPython CapturedIO
     reported: set[int] = field(default_factory=set, repr=False)      # epochs told to the trial
     stopping: bool = field(default=False, repr=False)                # pruned, being stopped
+    told: bool = field(default=False, repr=False)                    # the study knows its end
 
     @property
     def report(self) -> Any:
@@ -74,8 +75,9 @@ class TrialRecord:
         return value if isinstance(value, (int, float)) else None
 
 
-def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
-    """Ask the study for a trial and run the cell for it; its fit goes on in the background."""
+def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) -> TrialRecord:
+    """Ask the study for a trial (added to ``records``) and run the cell for it; its fit goes on
+    in the background."""
     from IPython.utils.capture import capture_output
 
     from .. import train
@@ -88,6 +90,7 @@ def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
     shell = context.shell
     trial = study.ask()
     record = TrialRecord(number=trial.number, trial=trial, slot=slot)
+    records.append(record)
     shell.user_ns["trial"] = trial
     opts = train_flags.parse(context.flags.train_line(slot.accelerator, slot.devices),
                              context.train_func)
@@ -103,6 +106,10 @@ def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
             record.status, record.note = "pruned", str(pruned) or "pruned by the cell"
         except Exception as error:  # noqa: BLE001 - told FAIL; the sweep raises it again
             record.error = error
+        except BaseException:  # the stop button, while the cell ran: no run of it goes on
+            _stopped(record, runner.started)
+            study.tell(trial, state=optuna_module().trial.TrialState.FAIL)
+            raise
     record.output.append(captured)
     record.params = dict(trial.params)
     record.bound = bound_by_cell(prepared.before, shell.user_ns, context.cell)
@@ -117,6 +124,16 @@ def start(context: Context, study: Any, slot: Slot) -> TrialRecord:
             else "its launch failed" if failed else "the cell started no fit")
         record.status = "failed"
     return record
+
+
+def _stopped(record: TrialRecord, started: list[Any]) -> None:
+    for run in started:
+        run.stop(wait=False)
+    for run in started:
+        run.join(when="once the sweep was stopped")
+    fits = [run for run in started if run.stage == "fit"]
+    record.run = fits[-1].record if fits else None
+    record.status, record.note = "failed", "stopped as it started"
 
 
 def report_epochs(record: TrialRecord, metric: str, prune: bool = False) -> bool:
@@ -167,6 +184,7 @@ def tell(study: Any, record: TrialRecord) -> bool:
     from .study import optuna_module
 
     states = optuna_module().trial.TrialState
+    record.told = True
     try:
         if record.status == "complete":
             study.tell(record.trial, record.value)

@@ -8,6 +8,7 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from support.cells import DEFINITIONS
 
+from lightning_magic.sweep.table import Table
 from lightning_magic.train.returns.results import TrainingRun
 
 pytest.importorskip("optuna")
@@ -95,7 +96,14 @@ def test_every_rank_of_a_trial_trains_with_the_parameters_the_kernel_drew(shell,
     assert len(pids) == 6, "each trial's ranks are processes of their own"
     assert len({record.params["lr"] for record in done.trials}) == 3
     assert "trial" not in shell.user_ns, "the trial is the sweep's, not left in the namespace"
-    assert "val_loss" in captured.stdout and "complete" in captured.stdout  # the table
+    tables = [out for out in captured.outputs if (out.transient or {}).get("display_id")]
+    assert len({out.transient["display_id"] for out in tables}) == 1, "one table"
+    assert not tables[0].update and all(out.update for out in tables[1:])
+    last = tables[-1].data["text/plain"].splitlines()
+    assert last[0].split() == ["trial", "params", "status", "epoch", "val_loss", "devices",
+                               "note"]
+    assert [row.split()[2] for row in last[1:]] == ["complete"] * 3
+    assert "<td>complete</td>" in Table(done)._repr_html_()
 
 
 def test_the_results_are_the_study_its_dataframe_and_the_best_trials_trained_model(shell):
@@ -209,3 +217,15 @@ def test_the_stop_button_stops_the_running_trials_and_keeps_the_ended_ones(shell
     assert done.trials[1].run.status == "interrupted"
     assert [t.state.name for t in done.study.trials] == ["COMPLETE", "FAIL"]
     assert shell.user_ns["model"] is done.trials[0].model
+
+
+def test_grid_ends_once_every_choice_ran_and_storage_continues_the_study(shell, tmp_path):
+    plain = CELL.replace("WhatEachRankHas(folder, trial)", "")
+    cell = plain.replace('trial.suggest_float("lr", 1e-3, 1e-1, log=True)',
+                         'trial.suggest_categorical("lr", [0.01, 0.05])')
+    journal = tmp_path / "study.journal"
+    done, _ = sweep(shell, f"--trials 5 --sampler grid --storage {journal}", cell)
+    assert sorted(t.params["lr"] for t in done.trials) == [0.01, 0.05]
+    assert [t.status for t in done.trials] == ["complete", "complete"]
+    again, _ = sweep(shell, f"--trials 1 --storage {journal} --sampler random", cell)
+    assert [t.number for t in again.trials] == [2] and len(again.study.trials) == 3

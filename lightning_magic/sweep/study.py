@@ -3,6 +3,7 @@ the flags. Optuna is an optional extra, imported here, when a sweep starts."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -30,9 +31,12 @@ def make_study(flags: SweepFlags) -> Any:
                 "grid": optuna.samplers.BruteForceSampler}
     pruner = optuna.pruners.MedianPruner() if flags.pruner == "median" \
         else optuna.pruners.NopPruner()
-    return optuna.create_study(storage=_storage(optuna, flags.storage), sampler=samplers[
-        flags.sampler](), pruner=pruner, direction=flags.direction, study_name=STUDY_NAME,
-        load_if_exists=flags.storage is not None)
+    with warnings.catch_warnings():  # BruteForceSampler is "experimental": asked for by name
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = samplers[flags.sampler]()
+    return optuna.create_study(storage=_storage(optuna, flags.storage), sampler=sampler,
+                               pruner=pruner, direction=flags.direction, study_name=STUDY_NAME,
+                               load_if_exists=flags.storage is not None)
 
 
 def _storage(optuna: Any, path: Any) -> Any:

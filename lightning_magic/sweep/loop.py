@@ -60,13 +60,17 @@ def run_sweep(context: one.Context) -> Sweep:
             elif kind == "validation" and flags.pruner != "none":
                 _maybe_prune(record, flags.metric)
             table.update()
-    except KeyboardInterrupt:
+    except BaseException:  # the stop button (or a broken sweep): no trial of it goes on
         _stop_all(running, study, flags.metric)
         raise
     finally:
         table.update()
         _bind(shell, sweep, before)
     if error is not None:
+        if getattr(error, "report", None) is not None:  # a pre-fork refusal's full report
+            from IPython.display import display
+
+            display(error.report)
         raise error
     return sweep
 
@@ -114,5 +118,5 @@ def _bind(shell: Any, sweep: Sweep, before: Any) -> None:
         namespace["trial"] = before
     best = sweep.best_record()
     if best is not None:
-        namespace.update({name: value for name, value in best.bound.items() if name != "trial"})
+        namespace.update(best.bound)
     namespace["lightning_sweep"] = sweep

@@ -1,5 +1,5 @@
-"""The sweep's live table, in the cell's output: one row a trial (its parameters, status, epoch,
-metric, devices), shown once and updated in place (an IPython display handle)."""
+"""The sweep's live table, in the cell's output: one row a trial (its parameters, status, epoch
+and step, metric, devices), shown once and updated in place (an IPython display handle)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from .results import _params
 
-COLUMNS = ("trial", "params", "status", "epoch", "metric", "devices", "note")
+COLUMNS = ("trial", "params", "status", "progress", "metric", "devices", "note")
 
 
 class Table:
@@ -17,7 +17,7 @@ class Table:
     def __init__(self, sweep: Any) -> None:
         metric = sweep.metric
         self.columns = COLUMNS[:4] + (metric,) + COLUMNS[5:]
-        self.rows = [(str(r.number), _params(r.params), r.status, _text(r.epoch()),
+        self.rows = [(str(r.number), _params(r.params), r.status, r.progress(),
                       _text(r.live_value(metric)), r.slot.describe(), r.note)
                      for r in sweep.trials]
 

@@ -60,13 +60,11 @@ class TrialRecord:
     def model(self) -> Any:
         return getattr(self.handle, "model", None)
 
-    def epoch(self) -> Optional[int]:
-        """The epoch it trains (or ended) in, counted from 1."""
+    def progress(self) -> str:
+        """Where its run is (or ended): "epoch 2 of 3 · step 40", as its live view says."""
         if self.run is not None:
-            return self.run.epoch_reached()
-        rows = self.handle.history if self.handle is not None else []
-        epochs = [row["epoch"] for row in rows if isinstance(row.get("epoch"), int)]
-        return max(epochs) + 1 if epochs else None
+            return self.run.progress_text() or ""
+        return self.handle.progress() if self.handle is not None else ""
 
     def live_value(self, metric: str) -> Optional[float]:
         if self.value is not None or self.handle is None or self.status != "running":
@@ -88,14 +86,14 @@ def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) 
     from .study import optuna_module
 
     shell = context.shell
+    opts = train_flags.parse(context.flags.train_line(slot.accelerator, slot.devices),
+                             context.train_func)
+    prepared = train.prepare(opts, shell, context.cell, context.cuda_watch,
+                             kernel_id=context.kernel_id)  # raises before a trial is asked
     trial = study.ask()
     record = TrialRecord(number=trial.number, trial=trial, slot=slot)
     records.append(record)
     shell.user_ns["trial"] = trial
-    opts = train_flags.parse(context.flags.train_line(slot.accelerator, slot.devices),
-                             context.train_func)
-    prepared = train.prepare(opts, shell, context.cell, context.cuda_watch,
-                             kernel_id=context.kernel_id)
     runner = Runner(shell, RUNS, no_wait=False)
     prepared.runner = runner
     result = None
@@ -112,7 +110,8 @@ def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) 
             raise
     record.output.append(captured)
     record.params = dict(trial.params)
-    record.bound = bound_by_cell(prepared.before, shell.user_ns, context.cell)
+    bound = bound_by_cell(prepared.before, shell.user_ns, context.cell)
+    record.bound = {name: value for name, value in bound.items() if name != "trial"}
     fits = [run for run in runner.started if run.stage == "fit"]
     if fits:
         record.handle = fits[-1]

@@ -230,3 +230,10 @@ def test_grid_ends_once_every_choice_ran_and_storage_continues_the_study(shell, 
     assert [t.status for t in done.trials] == ["complete", "complete"]
     again, _ = sweep(shell, f"--trials 1 --storage {journal} --sampler random", cell)
     assert [t.number for t in again.trials] == [2] and len(again.study.trials) == 3
+
+
+def test_maximize_takes_the_trial_with_the_highest_metric_as_the_best(shell):
+    done, _ = sweep(shell, "--trials 2 --direction maximize")
+    highest = max(done.trials, key=lambda record: record.value)
+    assert done.best is highest.run and done.study.best_trial.number == highest.number
+    assert shell.user_ns["model"] is highest.model

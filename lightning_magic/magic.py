@@ -1,4 +1,5 @@
-"""The IPython magics: ``%%lightning_train`` and ``%gpu_status``. Thin: parse, prepare, run, show."""
+"""The IPython magics: ``%%lightning_train``, ``%%lightning_sweep`` and ``%gpu_status``. Thin:
+parse, prepare, run, show."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import display
 
 from .options import flags as flag_parser
+from .sweep import flags as sweep_flags
 
 
 @magics_class
@@ -96,6 +98,33 @@ class LightningMagics(Magics):
                     display(run.report)
                 raise ending(run, opts.out)
         return result.value
+
+    @cell_magic
+    @sweep_flags.declare
+    def lightning_sweep(self, line: str, cell: str) -> Any:
+        """Optuna trials of a Lightning cell, each on its own devices, as many at once as they
+        allow; every rank of a trial has the same parameters.
+
+        The cell reads its hyperparameters from ``trial`` (an ``optuna.Trial``); each trial
+        runs it as ``%%lightning_train`` would, and is scored by ``--metric`` at the end of its
+        fit. Other ``%%lightning_train`` flags (``--max-epochs 3``) apply to every trial. The
+        cell's value is a ``Sweep``, also bound to ``lightning_sweep``: ``.study``,
+        ``.trials``, ``.best`` (the best trial's TrainingRun), ``.dataframe()``; the names the
+        best trial's cell bound (its model, trained) are bound again.
+
+        Example::
+
+            %%lightning_sweep --trials 20 --metric val_loss --max-epochs 3
+            model = LitClassifier(lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True))
+            trainer = pl.Trainer()
+            trainer.fit(model, train_loader, val_loader)
+        """
+        from .sweep import Context, run_sweep
+
+        flags = sweep_flags.parse(line, self.lightning_sweep, self.lightning_train)
+        return run_sweep(Context(flags=flags, shell=self.shell, cell=cell,
+                                 cuda_watch=self.cuda_watch, train_func=self.lightning_train,
+                                 kernel_id=_kernel_id()))
 
     @line_magic
     def lightning_runs(self, line: str = "") -> Any:

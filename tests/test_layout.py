@@ -22,7 +22,9 @@ ALLOWED = {
     "server": {"readings"},
     "train": {"readings", "suggestions", "view", "options", "source"},
     "background": {"train", "view", "options", "source"},
-    "magic": {"train", "readings", "view", "export", "options", "suggestions", "background"},
+    "sweep": {"train", "background", "options", "source"},
+    "magic": {"train", "readings", "view", "export", "options", "suggestions", "background",
+              "sweep"},
     "__init__": {"magic"},
 }
 # Inside train/, each room imports only the rooms below it: the kernel's side of the cell, then

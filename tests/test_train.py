@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from support.cells import DEFINITIONS
 from support.processes import live_children
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
@@ -14,49 +15,6 @@ from lightning_magic.train.returns.results import TrainingRun
 
 pytestmark = pytest.mark.slow
 
-DEFINITIONS = '''
-import torch
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Regressor(pl.LightningModule):
-    def __init__(self, lr=0.05):
-        super().__init__()
-        self.layer = torch.nn.Linear(8, 1)
-        self.lr = lr
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y), sync_dist=True)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-
-
-class WithOwnData(Regressor):
-    def train_dataloader(self):
-        return DataLoader(dataset, batch_size=16)
-
-
-class Data(pl.LightningDataModule):
-    def train_dataloader(self):
-        return DataLoader(dataset, batch_size=16)
-
-    def val_dataloader(self):
-        return DataLoader(dataset, batch_size=32)
-
-
-generator = torch.Generator().manual_seed(0)
-X = torch.randn(128, 8, generator=generator)
-dataset = TensorDataset(X, X.sum(1, keepdim=True))
-'''
 
 CPU2 = "--accelerator cpu --devices 2 --max-epochs 2"
 

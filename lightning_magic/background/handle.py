@@ -105,6 +105,11 @@ class BackgroundRun:
                 return
         self._call(fn)
 
+    def add_event_handler(self, fn: Any) -> None:
+        """``fn(event)`` for each of rank 0's progress events from now on, on the progress
+        thread (the earlier ones are in ``history``)."""
+        self._launch.pump.handlers.append(fn)
+
     def delivered(self) -> bool:
         return self._delivered.is_set()
 

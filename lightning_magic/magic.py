@@ -87,6 +87,10 @@ class LightningMagics(Magics):
             from .background.runner import run_cell
 
             return run_cell(plan, self.shell)
+        from .background import RUNS
+        from .background.leases import foreground_claim
+
+        plan.claim = foreground_claim(RUNS)
         result = train.run(plan)
         run = result.run
         if run is not None:

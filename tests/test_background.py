@@ -55,6 +55,7 @@ loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=8)
 '''
 
 ENDLESS = "%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1000"
+UNENDING = ENDLESS.replace("--max-epochs 1000", "--max-epochs -1")  # ends only when stopped
 
 
 class Kernel:
@@ -307,6 +308,33 @@ def test_a_call_on_a_trainer_whose_run_goes_on_waits_for_it_or_with_no_wait_is_r
     out = kernel.ok("print(first.status, first.delivered(), type(checked).__name__, "
                     "type(checked.wait()).__name__, checked.status)")
     assert out.split() == ["interrupted", "True", "BackgroundRun", "list", "finished"]
+
+
+def test_a_foreground_call_on_a_model_a_run_holds_waits_for_that_run(kernel, tmp_path):
+    press = tmp_path / "press-foreground.fifo"
+    os.mkfifo(press)
+    kernel.ok(f"{UNENDING}\nmodel = Beacon()\nfirst = pl.Trainer().fit(model, loader)\n"
+              "import threading\n"
+              f"threading.Thread(target=lambda: (open({str(press)!r}).read(), "
+              "first.stop(wait=False)), daemon=True).start()")
+    ident = kernel.ok("print(first.id)").strip()
+    second = kernel.execute("%%lightning_train --accelerator cpu --devices 1\n"
+                            "checked = pl.Trainer().validate(model, loader)")
+    def note_or_done(m):
+        if m["parent_header"].get("msg_id") != second:
+            return False
+        return m["msg_type"] == "stream" and "Waiting for" in m["content"]["text"] or \
+            m["msg_type"] == "status" and m["content"]["execution_state"] == "idle"
+
+    first_sign = kernel.messages[kernel.wait_until(note_or_done, "the call's note or its end")]
+    assert first_sign["msg_type"] == "stream", "the call ran while the run held its model"
+    assert f"Waiting for background run {ident}" in first_sign["content"]["text"]
+    assert "its model, which the validate of Beacon needs" in first_sign["content"]["text"]
+    press.write_text("stop")  # the run stops; the foreground call then validates its weights
+    assert kernel.reply(second)["status"] == "ok"
+    out = kernel.ok("print(first.status, first.delivered(), type(checked).__name__, "
+                    "'val_loss' in checked[0])")
+    assert out.split() == ["interrupted", "True", "list", "True"]
 
 
 def test_a_kernel_shut_down_mid_run_leaves_no_rank_behind(tmp_path, kernel_env):

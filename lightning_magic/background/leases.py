@@ -1,6 +1,7 @@
 """What a background run holds until its results are back in the kernel: its GPUs, its Trainer
-and its model. A later call that needs any of them waits for the holder (a note names it), then
-takes the holder's results first, so it starts from them; with ``--no-wait`` it is refused."""
+and its model. A later call that needs any of them, in the background or in the foreground,
+waits for the holder (a note names it), then takes the holder's results first, so it starts from
+them; with ``--no-wait`` (a background call) it is refused."""
 
 from __future__ import annotations
 
@@ -42,3 +43,18 @@ def claim(needed: set[tuple[str, Any]], runs: Any, no_wait: bool, what: str) -> 
                              "(its handle's wait()), or leave out --no-wait to wait here.")
         print(f"Waiting for {named}: it holds {describe(common)}, which the {what} needs.")
         holder.join(when="before the next call on them started")
+
+
+def claim_call(launcher: Any, trainer: Any, runs: Any, no_wait: bool = False) -> None:
+    """``claim`` what this call of ``trainer`` needs; the call keeps the state Lightning set up
+    for it (a holder's results come with its own call's state)."""
+    model, state = trainer.lightning_module, trainer.state
+    call = (state.fn, state.status, state.stage)
+    claim(needs(launcher.session.resolved, trainer, model), runs, no_wait,
+          f"{state.fn.value} of {type(model).__name__}")
+    trainer.state.fn, trainer.state.status, trainer.state.stage = call
+
+
+def foreground_claim(runs: Any) -> Any:
+    """What a foreground call runs before its ranks start (``Session.claim``)."""
+    return lambda launcher, trainer: claim_call(launcher, trainer, runs)

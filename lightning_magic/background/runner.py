@@ -8,7 +8,7 @@ from typing import Any
 
 from ..source.editor import cell_number
 from .handle import BackgroundRun
-from .leases import claim, needs
+from .leases import claim_call
 from .runs import RUNS, Runs
 
 
@@ -22,12 +22,7 @@ class Runner:
 
     def __call__(self, launcher: Any, function: Any, args: Any, kwargs: Any,
                  trainer: Any) -> BackgroundRun:
-        model, state = trainer.lightning_module, trainer.state
-        call = (state.fn, state.status, state.stage)  # what Lightning set up for this call
-        claim(needs(launcher.session.resolved, trainer, model), self.runs, self.no_wait,
-              f"{state.fn.value} of {type(model).__name__}")
-        # a holder's results came with its own call's state (a new TrainerState): this call's
-        trainer.state.fn, trainer.state.status, trainer.state.stage = call
+        claim_call(launcher, trainer, self.runs, self.no_wait)
         launch, given = launcher.begin(trainer, args, kwargs)
         run = BackgroundRun(launcher, launch, trainer, given, cell=cell_number(self.shell))
         try:

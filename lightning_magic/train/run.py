@@ -31,6 +31,7 @@ class Prepared:
     kernel_id: Optional[str] = None
     before: dict[str, int] = field(default_factory=dict)  # the namespace before the cell
     runner: Any = None  # the cell's Trainers' calls run through it (``--background``)
+    claim: Any = None   # before a foreground call: waits for what a background run holds
 
     @property
     def cell_number(self) -> int:

@@ -49,7 +49,8 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     session = Session(flags=flags, resolved=resolved, ckpt_dir=ckpt_dir,
                       kernel_id=prepared.kernel_id, fresh_dir=fresh, notes=notes,
                       cwd=prepared.cwd, prepared=prepared, placement=placement,
-                      runner=getattr(prepared, "runner", None))
+                      runner=getattr(prepared, "runner", None),
+                      claim=getattr(prepared, "claim", None))
     from ..launch.strategies import make_strategy
 
     kwargs.update(accelerator=resolved.accelerator, devices=resolved.trainer_devices(),

@@ -75,6 +75,8 @@ class NotebookLauncher:
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         if self.session.runner is not None:  # a background run: it starts the ranks, returns
             return self.session.runner(self, function, args, kwargs, trainer)
+        if self.session.claim is not None:  # what a background run holds, waited for
+            self.session.claim(self, trainer)
         launch, given = self.begin(trainer, args, kwargs)
         outcome = Outcome(status="interrupted")
         with Presses() as presses:

@@ -44,6 +44,7 @@ class Session:
     records: list[tuple[str, TrainingRun]] = field(default_factory=list)  # (stage, run) a launch
 
     runner: Any = None  # runs each call instead of the launcher's own wait (background runs)
+    claim: Any = None   # claim(launcher, trainer) before a foreground call's ranks start
     keep_last: bool = True           # the run's own last.ckpt (not with enable_checkpointing=False)
     placement: str = "run"           # "run": the magic's folder; "lightning": see placement.py
     show_summary: bool = False       # the cell left Lightning's model summary on (its default)

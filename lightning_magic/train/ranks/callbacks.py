@@ -41,21 +41,22 @@ class RunSupervisor(Callback):
         self.stop_saved: Optional[str] = None   # the stop checkpoint, once written
         self.stop_error: Optional[str] = None   # why it could not be written
         self._batches = 0
+        self._loss_every = 1
         skip_idle_batch_hooks(self)
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
 
     def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
+        self._loss_every = 1 if trainer.strategy.root_device.type == "cpu" else 50
         if self.check:
             self.check_results = _check_collectives(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
         self._batches += 1
-        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
-        every = 1 if trainer.strategy.root_device.type == "cpu" else 50
-        if self._batches % every == 0 or self.check:
+        if self._batches % self._loss_every == 0 or self.check:
             loss = _loss_of(outputs)
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLoss(f"the training loss is {loss} at step {trainer.global_step} "
@@ -109,9 +110,9 @@ class RunSupervisor(Callback):
 
 def _loss_of(outputs: Any) -> Optional[float]:
     loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-    if loss is None or not hasattr(loss, "detach"):
-        return None
-    return float(loss.detach().float().item())
+    if loss is None or not hasattr(loss, "numel") or loss.numel() != 1:
+        return None  # manual optimization may return anything
+    return float(loss.item())
 
 
 def _check_collectives(trainer: Any) -> dict[str, Any]:

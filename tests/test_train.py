@@ -55,6 +55,9 @@ def test_two_ranks_train_the_users_model(shell, no_orphans):
     assert run.elapsed > 0
     assert os.path.isfile(run.best_model_path) and os.path.isfile(run.last_model_path)
     assert os.path.dirname(run.best_model_path).startswith(os.path.join(os.getcwd(), "lightning_runs"))
+    shown = dict(run.rows())  # both checkpoints named alike: from the notebook's folder
+    assert (shown["best checkpoint"], shown["last checkpoint"]) == \
+        (os.path.relpath(run.best_model_path), os.path.relpath(run.last_model_path))
     # notes before training, and none of Lightning's default noise
     out = captured.stdout
     assert "Training Regressor on 2 CPU processes" in out

@@ -8,6 +8,8 @@ Lightning names them (``trainer.current_epoch``, a checkpoint's ``epoch=``): the
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -106,9 +108,9 @@ class TrainingRun:
             if reached:
                 rows.append(("reached" if self.status != "finished" else "trained", reached))
         if self.best_model_path:
-            rows.append(("best checkpoint", self.best_model_path))
+            rows.append(("best checkpoint", _shown_path(self.best_model_path)))
         if self.last_model_path:
-            rows.append(("last checkpoint", self.last_model_path))
+            rows.append(("last checkpoint", _shown_path(self.last_model_path)))
         if self.earlier:
             count = len(self.earlier)
             rows.append(("earlier fits", f"{count} in {self.name}.earlier; this summary is of the "
@@ -154,6 +156,14 @@ class TrainingRun:
         from ...view.render import render_summary_html
 
         return render_summary_html(self)
+
+
+def _shown_path(path: str) -> str:
+    """A checkpoint as the summary names it: from the notebook's folder when it is under it (as
+    Lightning's own ``best_model_path`` often is), else whole, so both checkpoints read alike."""
+    whole = os.path.abspath(path)
+    here = os.getcwd()
+    return os.path.relpath(whole, here) if whole.startswith(here + os.sep) else whole
 
 
 class TrainingFailed(Exception):

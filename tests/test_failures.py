@@ -94,6 +94,27 @@ def test_exception_in_a_rank_names_rank_and_users_line(shell):
     next_run_works(shell)
 
 
+def test_the_same_exception_on_every_rank_is_reported_as_every_ranks(shell, tmp_path):
+    # rank 1 raises first (it tells rank 0 through a FIFO), then rank 0 raises the same error
+    fifo = tmp_path / "raised.fifo"
+    os.mkfifo(fifo)
+    with capture_output():
+        result = shell.run_cell(
+            f"{RUN}\nclass Both(Model):\n"
+            "    def training_step(self, batch, batch_idx):\n"
+            "        if batch_idx == 2:\n"
+            f"            with open({str(fifo)!r}, 'w' if self.global_rank == 1 else 'r') as f:\n"
+            "                f.write('raised') if self.global_rank == 1 else f.read()\n"
+            "            raise ValueError('the same bug')\n"
+            "        return super().training_step(batch, batch_idx)\n"
+            "model = Both()\ntrain_loader = loader")
+    assert isinstance(result.error_in_exec, TrainingFailed), result.error_in_exec
+    report = shell.user_ns["lightning_run"].report
+    assert report.title.endswith(" on every rank"), report.title
+    assert report.what_happened.startswith("Every rank raised ValueError: the same bug")
+    assert not live_children()
+
+
 def test_rank_exit_is_reported(shell):
     run, _ = failing_run(shell, "    os._exit(3)")
     assert "rank 1" in run.report.what_happened.lower() and "3" in run.report.what_happened

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from . import cuda, data, distributed, hooks, names, processes, tensors
-from .clues import DEVICES_FLAG, Clues
+from .clues import DEVICES_FLAG, Clues, on_ranks
 from .frames import user_frame_from_traceback
 from .report import KINDS, Failure, Report
 
@@ -82,7 +82,7 @@ def generic(c: Clues) -> Report:
 
 
 def _bare(failure: Failure) -> Report:
-    rank = f" on rank {failure.rank}" if isinstance(failure.rank, int) else ""
+    rank = on_ranks(failure)
     what = f"Training failed{rank}: {failure.exc_type or failure.kind}: {failure.message or ''}".rstrip(": ")
     out = (failure.context or {}).get("out") if isinstance(failure.context, dict) else None
     return Report("generic", f"Training failed{rank}", what,

@@ -103,12 +103,20 @@ class Clues:
         if self.rank is None:
             return "The launcher"
         world = self.failure.world_size
+        if self.ranks:
+            return "Every rank" if len(self.ranks) == world else \
+                f"Ranks {_listed(self.ranks)} (of {world})"
         return f"Rank {self.rank} (of {world})" if isinstance(world, int) and world > 1 else f"Rank {self.rank}"
 
     @property
     def on_rank(self) -> str:
         """' on rank 1' for titles, or nothing."""
-        return f" on rank {self.rank}" if self.rank is not None else ""
+        return on_ranks(self.failure)
+
+    @property
+    def ranks(self) -> tuple[int, ...] | None:
+        """The ranks that raised the same exception, when more than one did."""
+        return _several(self.failure)
 
     @property
     def headline(self) -> str:
@@ -218,3 +226,23 @@ class Clues:
     @property
     def on_cpu(self) -> bool:
         return str(self.ctx.get("accelerator") or "").lower() == "cpu"
+
+
+def _listed(ranks: tuple[int, ...]) -> str:
+    """'0 and 2', '0, 1 and 3'."""
+    words = [str(rank) for rank in ranks]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
+
+
+def _several(failure: Failure) -> tuple[int, ...] | None:
+    ranks = failure.ranks
+    return tuple(ranks) if ranks and len(ranks) > 1 else None
+
+
+def on_ranks(failure: Failure) -> str:
+    """' on rank 1', ' on ranks 0 and 2', ' on every rank' for titles, or nothing."""
+    several = _several(failure)
+    if several:
+        return " on every rank" if len(several) == failure.world_size else \
+            f" on ranks {_listed(several)}"
+    return f" on rank {failure.rank}" if isinstance(failure.rank, int) else ""

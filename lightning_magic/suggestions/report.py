@@ -34,6 +34,7 @@ class Failure:
     kind: str
     rank: int | None = None
     world_size: int | None = None
+    ranks: tuple[int, ...] | None = None  # every rank that raised the same exception
     exc_type: str | None = None
     message: str | None = None
     traceback: str | None = None

@@ -40,6 +40,7 @@ class Outcome:
 
     status: Status = "finished"
     error: Optional[RankError] = None
+    error_ranks: list[int] = field(default_factory=list)  # every rank that raised that error
     exit_rank: Optional[int] = None        # a rank that died without reporting an exception
     exitcode: Optional[int] = None
     stalled_rank: Optional[int] = None
@@ -76,7 +77,11 @@ def root_cause(outcome: Outcome, reported: list[RankError], deaths: dict[int, in
     silent = {rank: code for rank, code in deaths.items()
               if rank not in {e.rank for e in reported}}
     if own:
-        outcome.error = own[0]
+        # the same exception from several ranks (a bug every rank runs into) is one failure of
+        # all of them, told from the lowest rank, whichever reported first
+        same = [e for e in own if (e.exc_type, e.message) == (own[0].exc_type, own[0].message)]
+        outcome.error = min(same, key=lambda e: e.rank)
+        outcome.error_ranks = sorted({e.rank for e in same})
     elif silent:
         # a signal (negative code) says more than an exit status
         outcome.exit_rank, outcome.exitcode = min(silent.items(),

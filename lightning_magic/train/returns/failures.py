@@ -80,6 +80,7 @@ def failure_of(outcome: Any, launch: Any, context: Optional[dict[str, Any]] = No
     if outcome.error is not None:
         error = outcome.error
         return Failure(kind="exception", rank=error.rank, world_size=world,
+                       ranks=tuple(outcome.error_ranks) or None,
                        exc_type=error.exc_type, message=error.message,
                        traceback=error.traceback,
                        user_frame=tuple(error.user_frame) if error.user_frame else None,

@@ -70,7 +70,11 @@ def text_line(progress: Any, width: int = 100) -> str:
     if fraction is not None:
         filled = int(round(fraction * TEXT_BAR))
         parts.append(f"[{'#' * filled}{'.' * (TEXT_BAR - filled)}] {fraction * 100:3.0f}%")
-    parts.append(f"{duration(progress.elapsed())}<{duration(progress.eta())}")
+    elapsed = progress.elapsed()
+    if elapsed is None and not parts:  # no event from rank 0 yet: no time to show either
+        parts.append("starting")
+    else:
+        parts.append(f"{duration(elapsed)}<{duration(progress.eta())}")
     samples, steps = progress.rates()
     if samples is not None or steps is not None:
         parts.append(f"{samples:,.0f} samples/s" if samples is not None else f"{steps:.3g} steps/s")

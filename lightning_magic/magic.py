@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
 from .options import flags as flag_parser
@@ -91,13 +92,18 @@ class LightningMagics(Magics):
         return result.value
 
     @line_magic
+    @magic_arguments()
+    @argument("--attach", metavar="ID", help="Redraw that run's live view here from its journal "
+              "and follow it (the start of an id is enough): a run of this kernel, or one found "
+              "on disk, e.g. from before a restart; its handle is the value.")
     def lightning_runs(self, line: str = "") -> Any:
         """This kernel's background runs: id, model, call, status, progress, devices, cell."""
         from .background import RUNS
         from .background.listing import RunList
 
-        if line.strip():
-            raise UsageError(f"%lightning_runs takes no arguments, got {line.strip()!r}.")
+        args = parse_argstring(self.lightning_runs, line)
+        if args.attach is not None:
+            return attach_run(args.attach)
         return RunList(RUNS.all)
 
     @line_magic
@@ -139,6 +145,13 @@ class LightningMagics(Magics):
                                                          given.get("accelerator"),
                                                          given.get("precision"), gpus)
         return export_cell(self.shell, cell, opts, accelerator, count)
+
+
+def attach_run(run_id: str) -> Any:
+    """``lightning_magic.attach``: see ``background.attach``."""
+    from .background.attach import attach
+
+    return attach(run_id)
 
 
 def _kernel_id() -> Optional[str]:

@@ -12,6 +12,10 @@ cells (IPython's ``pre_run_cell``/``post_run_cell``) or at ``wait()``.
   (its GPUs, its Trainer, its model) and the wait for it.
 - ``runs``: this kernel's runs, their delivery at cell boundaries; ``listing``:
   ``%lightning_runs``.
+- ``journal``: a run's journal appended in its run folder; ``journal_reading``: a journal read
+  as the hostile input any file on disk is; ``attach``: ``lightning_magic.attach(ID)``, the live
+  view redrawn from a journal and following it, for this kernel's runs and runs found on disk;
+  ``weights``: ``run.load_into(model)``.
 """
 
 from .runs import RUNS, install, uninstall

@@ -97,14 +97,16 @@ class LightningMagics(Magics):
               "and follow it (the start of an id is enough): a run of this kernel, or one found "
               "on disk, e.g. from before a restart; its handle is the value.")
     def lightning_runs(self, line: str = "") -> Any:
-        """This kernel's background runs: id, model, call, status, progress, devices, cell."""
+        """This kernel's background runs (id, model, call, status, progress, devices, cell), and
+        those still running on disk: another kernel's, or a detached run from before a restart."""
         from .background import RUNS
+        from .background.attach import running_elsewhere
         from .background.listing import RunList
 
         args = parse_argstring(self.lightning_runs, line)
         if args.attach is not None:
             return attach_run(args.attach)
-        return RunList(RUNS.all)
+        return RunList(RUNS.all + running_elsewhere())
 
     @line_magic
     def lightning_stop(self, line: str = "") -> Any:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
 from .journal import PREFIX, SUFFIX
-from .journal_reading import JournalFile, JournalState
+from .follow import Follower
+from .journal_reading import JournalState
 
-POLL_S = 0.25  # between looks at a journal that is still being written
 _IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -48,6 +47,18 @@ def attach(ident: str, cwd: Optional[str] = None) -> Any:
     return JournalRun(follower)
 
 
+def running_elsewhere(cwd: Optional[str] = None) -> list[JournalRun]:
+    """The runs on disk that are not this kernel's and whose journal's writer is still there
+    (another kernel's, or a detached run that outlived its kernel), for ``%lightning_runs``."""
+    from .follow import writer_alive
+    from .runs import RUNS
+
+    mine = {run.id for run in RUNS.all}
+    found = [JournalRun(Follower(path)) for run_id, path in journals(cwd).items()
+             if run_id not in mine]
+    return [run for run in found if not run._state.ended and writer_alive(run._state.begin)]
+
+
 def _root(cwd: Optional[str]) -> str:
     from ..train.launch.checkpoints import runs_root
 
@@ -71,73 +82,6 @@ def journals(cwd: Optional[str] = None) -> dict[str, str]:
             if name.startswith(PREFIX) and name.endswith(SUFFIX) and _IDENT.match(run_id):
                 found[run_id] = os.path.join(folder, name)
     return found
-
-
-def writer_alive(begin: dict) -> bool:
-    """Whether the process that writes the journal (``pid``, started at ``pid_started``) lives."""
-    import psutil
-
-    pid, started = begin.get("pid"), begin.get("pid_started")
-    if type(pid) is not int or pid <= 1:
-        return False
-    try:
-        process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and (
-            started is None or abs(process.create_time() - started) < 1.0)
-    except psutil.Error:
-        return False
-
-
-class Follower:
-    """A live view in the attaching cell, drawn from a journal and kept up with it."""
-
-    def __init__(self, path: str, title: Optional[str]) -> None:
-        from ..view.live import LiveView
-
-        self.file, self.state = JournalFile(path), JournalState()
-        for record in self.file.read_new():
-            self.state.apply(record)
-        begin = self.state.begin
-        world = begin.get("world_size")
-        self.view = LiveView(title or f"{begin.get('model', 'run')} (attached)", mode="live",
-                             world_size=world if type(world) is int and world > 0 else 1)
-        for event in self.state.events:
-            self.view.progress.apply(event)
-        self.ended = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.view.start()  # drawn once with all the journal said so far
-        threading.Thread(target=self._follow, name="lightning-attach", daemon=True).start()
-
-    def _follow(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.take()
-                if self.state.ended:
-                    break
-                if not writer_alive(self.state.begin):
-                    self.take()  # what it wrote just before it went
-                    if not self.state.ended:
-                        self.state.status = "gone"
-                    break
-                self._stop.wait(POLL_S)
-        finally:
-            self.view.finish(None)
-            self.ended.set()
-
-    def take(self) -> None:
-        """Apply what was written since the last look (the result of an ended run comes once
-        it is back in its kernel: its readers take it then)."""
-        with self._lock:
-            for record in self.file.read_new():
-                event = self.state.apply(record)
-                if event is not None:
-                    self.view.update(event)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class JournalRun:
@@ -178,14 +122,16 @@ class JournalRun:
 
     @property
     def last_model_path(self) -> Optional[str]:
-        path = self._latest().result.get("last_model_path")
+        state = self._latest()
+        path = state.result.get("last_model_path") or state.checkpoints.get("last_model_path")
         if path is None and self.ckpt_dir:
             path = os.path.join(self.ckpt_dir, "last.ckpt")
         return path if path and os.path.exists(path) else None
 
     @property
     def best_model_path(self) -> Optional[str]:
-        path = self._latest().result.get("best_model_path")
+        state = self._latest()
+        path = state.result.get("best_model_path") or state.checkpoints.get("best_model_path")
         return path if path and os.path.exists(path) else None
 
     def done(self) -> bool:
@@ -202,6 +148,24 @@ class JournalRun:
             raise TimeoutError(f"run {self.id} ({self.stage} of {self.model_name}) is still "
                                f"running after {timeout} s; it goes on: wait() again")
         return self
+
+    def stop(self, wait: bool = True) -> Optional[JournalRun]:
+        """A detached run's stop button, from any kernel: its supervisor asks every rank to
+        stop at the same batch and saves the checkpoint of that moment, as ``run.stop()``."""
+        import signal
+
+        from .follow import writer_alive
+
+        state = self._latest()
+        if not state.detached:
+            raise UsageError(f"run {self.id} is not detached: only the kernel that started it "
+                             "can stop it.")
+        if not self.done() and writer_alive(state.begin):
+            try:
+                os.kill(state.begin["pid"], signal.SIGINT)
+            except OSError:
+                pass
+        return self.wait() if wait else None
 
     def load_into(self, model: Any, which: str = "last") -> str:
         """The weights of the run's ``"last"`` (or ``"best"``) checkpoint into ``model``; the

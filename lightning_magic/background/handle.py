@@ -50,12 +50,14 @@ class BackgroundRun:
         self._thread: Optional[threading.Thread] = None
         self._callbacks: list[Any] = []
         self._callbacks_lock = threading.Lock()
+        self.detached: Any = None             # the supervisor of a --detach run (its pid)
         self.journal = Journal.of_launch(launch)  # in the run's folder, beside its checkpoints
         launch.pump.handlers += [self._on_event, self.journal.event]  # before the ranks send
 
     # -- the run -------------------------------------------------------------------------------
     def start(self, function: Any, args: Any, kwargs: Any, ranks: Any) -> None:
-        """Supervise the started ``ranks`` from a thread of their own."""
+        """Supervise the started ``ranks`` (or wait for the detached supervisor) from a thread
+        of their own."""
         self._thread = threading.Thread(target=self._supervise, name=f"lightning-run-{self.id}",
                                         args=(function, args, kwargs, ranks), daemon=True)
         self._thread.start()
@@ -65,8 +67,9 @@ class BackgroundRun:
 
         outcome = Outcome(status="interrupted")
         try:
-            outcome = self._launcher.run_ranks(function, args, kwargs, self.trainer,
-                                               self._launch, self._button, started=ranks)
+            outcome = self.detached.wait() if self.detached is not None else \
+                self._launcher.run_ranks(function, args, kwargs, self.trainer, self._launch,
+                                         self._button, started=ranks)
         except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the kernel
             self._exception = exc
         finally:
@@ -74,7 +77,8 @@ class BackgroundRun:
             self._button.close()
             if self._launch.published is not None:
                 self._launch.published.update(status=outcome.status)
-            self.journal.status("failed" if self._exception is not None else outcome.status)
+            if self.detached is None:  # a detached run's supervisor wrote its own
+                self.journal.status("failed" if self._exception is not None else outcome.status)
             with self._callbacks_lock:
                 self._ended.set()
                 callbacks, self._callbacks = self._callbacks, []

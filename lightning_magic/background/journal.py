@@ -8,7 +8,10 @@ each written whole and flushed at once. In the order they come:
   kernel, the run folder) and its first status, ``running``;
 - ``note``: a line the run printed (what the magic decided, and why);
 - ``event``: one of rank 0's progress events, as the live view received it;
-- ``status``: how the ranks ended (``finished``, ``failed``, ``interrupted``, ``timeout``);
+- ``supervisor``: a detached run's supervisor (its pid and start time), the journal's writer
+  from then on;
+- ``status``: how the ranks ended (``finished``, ``failed``, ``interrupted``, ``timeout``), with
+  the checkpoints a detached run's supervisor knows of;
 - ``result``: the run's ``TrainingRun`` once it is back in the kernel: its status, metrics,
   history, checkpoints and notes.
 
@@ -96,8 +99,8 @@ class Journal:
         if isinstance(event, dict) and event.get("kind") != "gpu":
             self.write("event", event=event)
 
-    def status(self, status: str) -> None:
-        self.write("status", status=status, time=time.time())
+    def status(self, status: str, **checkpoints: Optional[str]) -> None:
+        self.write("status", status=status, time=time.time(), **checkpoints)
 
     def result(self, record: Any) -> None:
         """The ``TrainingRun`` back in the kernel, and the journal closed."""

@@ -122,6 +122,8 @@ class JournalState:
         self.rows: list[dict] = []
         self.metrics: dict[str, float] = {}
         self.result: dict[str, Any] = {}
+        self.checkpoints: dict[str, Optional[str]] = {}  # said by a detached run's supervisor
+        self.detached = False
 
     @property
     def ended(self) -> bool:
@@ -150,8 +152,14 @@ class JournalState:
                     self.rows.append(row)
                     self.metrics.update(event["metrics"])
                 return event
+        elif kind == "supervisor" and _number(record.get("pid")):
+            self.detached = True  # from now on its writer is the detached supervisor
+            self.begin.update({name: record[name] for name in ("pid", "pid_started")
+                               if _number(record.get(name))})
         elif kind == "status" and _text(record.get("status"), 64) in FINAL:
             self.status = record["status"]
+            self.checkpoints = {name: _text(record.get(name))
+                                for name in ("last_model_path", "best_model_path")}
         elif kind == "result":
             self._take_result(record)
         return None

@@ -14,8 +14,9 @@ from jupyter_client.manager import start_new_kernel
 class Kernel:
     """A kernel and every iopub message it sent, in order, read by one thread."""
 
-    def __init__(self, cwd: str, setup: str = "") -> None:
-        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=cwd)
+    def __init__(self, cwd: str, setup: str = "", env: dict | None = None) -> None:
+        extra = {} if env is None else {"env": env}  # kept for a restart_kernel() too
+        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=cwd, **extra)
         self.messages: list[dict] = []
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -108,16 +109,9 @@ def wait_for(thread: threading.Thread, what: str) -> None:
 
 
 def package_kernel(cwd: str, setup: str) -> Kernel:
-    """A kernel that imports the same lightning_magic as the test itself."""
+    """A kernel that imports the same lightning_magic as the test itself, after a restart too."""
     import lightning_magic
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(lightning_magic.__file__)))
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
-    try:
-        return Kernel(cwd, setup)
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    return Kernel(cwd, setup, env=dict(os.environ, PYTHONPATH=path))

@@ -146,3 +146,17 @@ def test_a_detached_run_of_a_live_kernel_comes_back_as_any_background_run(kernel
     assert result.split() == ["finished", str(256 // 8 // 2), "False", "True", "True"]
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the detached run: {[p.pid for p in left]}"
+
+
+def test_the_kernel_that_started_a_detached_run_stops_it_as_any_background_run(kernel, tmp_path):
+    training = fifo_reader(tmp_path / "training.fifo")
+    out = kernel.ok(f"{DETACHED} --max-epochs 1000\nmodel = Beacon("
+                    f"{str(tmp_path / 'training.fifo')!r})\nrun = pl.Trainer().fit(model, loader)"
+                    "\nprint(run.detached.pid)")
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(out.split()[-1]))
+    stopped = kernel.ok("stopped = run.stop()\nprint(stopped.status, "
+                        "stopped.last_model_path is not None, len(run.history) > 0)")
+    assert stopped.split() == ["interrupted", "True", "True"]
+    gone, left = psutil.wait_procs(alive(procs), timeout=30)
+    assert not left, f"processes outlived stop(): {[p.pid for p in left]}"

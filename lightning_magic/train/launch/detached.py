@@ -5,8 +5,8 @@ killed) and the kernel's own shutdown (its children ended) spare the run.
 The kernel forks once; that child starts a new session (``setsid``), forks the supervisor and
 exits, so the supervisor is no child of the kernel's either. The supervisor forks the ranks
 (``NotebookLauncher.start_ranks``: they die with it, as they die with the kernel otherwise) and
-waits for them as the kernel would (``run_ranks``: the stop button's pipe, ``--timeout``'s
-watchdog), with its own event pump; then it sends the ``Outcome`` to the kernel, if the kernel
+waits for them as the kernel would (``run_ranks``: the stop button's pipe, a byte a press, or
+SIGINT from any process; ``--timeout``'s watchdog), with its own event pump; then it sends the ``Outcome`` to the kernel, if the kernel
 is still there, and exits. The run thus ends by itself when training ends. What the supervisor
 does besides is the caller's (``on_start`` gives its event handlers, ``on_end`` is told the
 outcome).
@@ -76,7 +76,7 @@ def _supervisor(launcher: Any, function: Callable, args: Any, kwargs: Any, train
     _leave_the_kernel(os.path.join(launch.session.ckpt_dir, f"output-{launch.run_id}.txt"))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # SIGINT: a stop press
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    control = launch.control
+    control, presses = launch.control, _Presses(presses.fileno())
     pump = EventPump(control.progress_reader, on_start(os.getpid()),
                      writer=control.progress_writer)
     kernel_there = _send(writer, os.getpid())
@@ -95,6 +95,29 @@ def _supervisor(launcher: Any, function: Callable, args: Any, kwargs: Any, train
         finally:
             if not (kernel_there and _send(writer, _packed(outcome), raw=True)):
                 shutil.rmtree(launch.stack_dir, ignore_errors=True)  # the kernel's, were it there
+
+
+class _Presses:
+    """The kernel's stop button as the supervisor sees it: each byte in its pipe is one press
+    (the kernel's count of them is the kernel's own)."""
+
+    active = True
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.count = fd, 0
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def drain(self) -> None:
+        try:
+            while True:
+                pressed = os.read(self.fd, 64)
+                if not pressed:
+                    return
+                self.count += len(pressed)
+        except OSError:  # nothing more to read now
+            return
 
 
 def _leave_the_kernel(output: str) -> None:  # pragma: no cover - in the supervisor

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+import psutil
 import pytest
 from support.jupyter_kernels import fifo_reader, package_kernel, wait_for
 from support.kernels import BEACON_SETUP as SETUP
@@ -201,3 +202,21 @@ def test_a_run_whose_kernel_died_is_gone_for_whoever_attaches(workdir, tmp_path)
     finally:
         dying.close()
         watcher.close()
+
+
+def test_a_journal_naming_another_process_as_its_supervisor_gets_it_no_signal(tmp_path):
+    from IPython.core.error import UsageError
+
+    from lightning_magic.background.attach import JournalRun
+    from lightning_magic.background.follow import Follower
+
+    me = psutil.Process()
+    path = tmp_path / "journal-forged.jsonl"
+    path.write_text("\n".join(json.dumps(record) for record in (
+        {"kind": "begin", "run_id": "forged", "pid": me.pid, "pid_started": me.create_time()},
+        {"kind": "supervisor", "pid": me.pid, "pid_started": me.create_time()})) + "\n")
+    run = JournalRun(Follower(str(path)))
+    assert run.status == "running" and not run.done()
+    with pytest.raises(UsageError, match=f"process {me.pid}, which its journal names as its "
+                                         "supervisor, is not writing it; nothing was stopped"):
+        run.stop(wait=False)

@@ -154,17 +154,24 @@ class JournalRun:
         stop at the same batch and saves the checkpoint of that moment, as ``run.stop()``."""
         import signal
 
-        from .follow import writer_alive
+        from .follow import holds_open
 
         state = self._latest()
         if not state.detached:
             raise UsageError(f"run {self.id} is not detached: only the kernel that started it "
                              "can stop it.")
-        if not self.done() and writer_alive(state.begin):
+        pid = state.begin.get("pid")
+        # the pid comes from a file: it is signalled only if that process writes this journal
+        if not self.done() and holds_open(pid, self._follower.file.path):
             try:
-                os.kill(state.begin["pid"], signal.SIGINT)
+                os.kill(pid, signal.SIGINT)
             except OSError:
                 pass
+        elif not self.done():
+            self._follower.take()  # it may have ended (and closed its journal) just now
+            if not state.ended:
+                raise UsageError(f"run {self.id}: process {pid}, which its journal names as "
+                                 "its supervisor, is not writing it; nothing was stopped.")
         return self.wait() if wait else None
 
     def load_into(self, model: Any, which: str = "last") -> str:

@@ -27,6 +27,22 @@ def writer_alive(begin: dict) -> bool:
         return False
 
 
+def holds_open(pid: object, path: str) -> bool:
+    """Whether process ``pid`` (this user's) has the file at ``path`` open."""
+    import os
+
+    import psutil
+
+    if type(pid) is not int or pid <= 1:
+        return False
+    try:
+        opened = psutil.Process(pid).open_files()
+    except psutil.Error:
+        return False
+    real = os.path.realpath(path)
+    return any(os.path.realpath(item.path) == real for item in opened)
+
+
 class Follower:
     """A live view in the attaching cell, drawn from a journal and kept up with it."""
 

@@ -14,6 +14,9 @@ import psutil
 import pytest
 from support.jupyter_kernels import fifo_reader, package_kernel, wait_for
 from support.kernels import BEACON_SETUP
+from support.runs import dead_pid
+
+from lightning_magic.train.launch.leftovers import KEEPER, PREFIX, remove_stale
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +39,17 @@ class Gate(Beacon):
 DETACHED = "%%lightning_train --background --detach --accelerator cpu --devices 2"
 
 
+def test_a_launch_folder_whose_kernel_is_gone_is_kept_while_its_supervisor_lives(tmp_path):
+    kept, stale = tmp_path / f"{PREFIX}{dead_pid()}-a", tmp_path / f"{PREFIX}{dead_pid()}-b"
+    for folder, keeper in ((kept, os.getpid()), (stale, dead_pid())):
+        folder.mkdir()
+        (folder / KEEPER).write_text(str(keeper))
+    assert remove_stale(str(tmp_path)) == [str(stale)]
+    assert kept.is_dir()
+
+
 def restart(kernel) -> None:
-    kernel.km.restart_kernel(now=False)  # as JupyterLab's restart: a request, then the kill
-    kernel.kc.wait_for_ready(timeout=120)
-    kernel.ok(SETUP)
+    kernel.restart(SETUP)  # as JupyterLab's restart: a request, then the kill if need be
 
 
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
@@ -86,6 +96,8 @@ def test_a_detached_run_survives_a_restart_ends_by_itself_and_its_weights_load(k
     row = next(line for line in kernel.value(listed).splitlines() if line.startswith(ident))
     assert row.split()[1:4] == ["Gate", "fit", "running"]
     kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident[:8]!r})")
+    kernel.ok("%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+              "pl.Trainer().fit(Beacon(), loader)")  # its launch cleans up stale launch folders
     gate.write_text("go")  # rank 0 trains on to the end of its one epoch
     done = kernel.ok("found.wait(timeout=240)\nfresh = Gate()\n"
                      "path = found.load_into(fresh)\nckpt = torch.load(path, weights_only=True)"
@@ -132,7 +144,9 @@ def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
     assert kernel.reply(listed)["status"] == "ok"
     assert ident not in kernel.value(listed), "a run that ended with its kernel is not listed"
     kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})")
-    assert kernel.ok("print(found.wait(timeout=60).status)").strip() == "gone"
+    # the kernel's shutdown ends its children: its own supervision may still have journaled
+    # that ("failed"), or the kernel went first ("gone")
+    assert kernel.ok("print(found.wait(timeout=60).status)").strip() in ("gone", "failed")
 
 
 def test_a_detached_run_of_a_live_kernel_comes_back_as_any_background_run(kernel):

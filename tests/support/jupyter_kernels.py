@@ -19,9 +19,28 @@ class Kernel:
         self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=cwd, **extra)
         self.messages: list[dict] = []
         self._changed = threading.Condition()
+        self._listen()
+        if setup:
+            self.ok(setup)
+
+    def _listen(self) -> None:
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+
+    def restart(self, setup: str = "") -> None:
+        """Jupyter's restart (a shutdown request, then the kill if need be), then new channels
+        to the new kernel, as a frontend opens them; ``setup`` run in it."""
+        self._stop.set()
+        self._reader.join()
+        self.kc.stop_channels()
+        self.km.restart_kernel(now=False)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        with self._changed:  # message ids start over with the new kernel's session
+            self.messages.clear()
+        self._listen()
         if setup:
             self.ok(setup)
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from ..ranks.errors import error_record
 from ..returns.wire import pack, unpack
 from .events import EventPump
+from .leftovers import keep_while_alive
 from .supervision import Outcome, RankError
 
 
@@ -77,6 +78,10 @@ def _supervisor(launcher: Any, function: Callable, args: Any, kwargs: Any, train
     signal.signal(signal.SIGINT, signal.default_int_handler)  # SIGINT: a stop press
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     control, presses = launch.control, _Presses(presses.fileno())
+    try:
+        keep_while_alive(launch.stack_dir, os.getpid())  # a later launch's cleanup spares it
+    except OSError:
+        pass
     pump = EventPump(control.progress_reader, on_start(os.getpid()),
                      writer=control.progress_writer)
     kernel_there = _send(writer, os.getpid())

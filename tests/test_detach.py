@@ -174,3 +174,20 @@ def test_the_kernel_that_started_a_detached_run_stops_it_as_any_background_run(k
     assert stopped.split() == ["interrupted", "True", "True"]
     gone, left = psutil.wait_procs(alive(procs), timeout=30)
     assert not left, f"processes outlived stop(): {[p.pid for p in left]}"
+
+
+def test_a_detached_run_that_stalls_after_a_restart_is_ended_by_its_timeout(kernel, tmp_path):
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)  # never written: rank 0 stalls at step 5 for good
+    out = kernel.ok(f"{DETACHED} --max-epochs 1 --timeout 8\nmodel = Gate("
+                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.id, run.detached.pid)")
+    ident, pid = out.split()[-2:]
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    ended = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
+                      "print(found.wait(timeout=240).status)")
+    assert ended.split()[-1] == "timeout"
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"

@@ -62,9 +62,11 @@ class Follower:
             title or f"{begin.get('model', 'run')} (attached)", mode="live",
             world_size=world if type(world) is int and world > 0 else 1)
         self.handlers = list(handlers)
-        if self.own_view:
-            for event in self.state.events:
-                self.view.progress.apply(event)
+        for event in self.state.events:  # what was written before this look
+            if self.own_view:
+                self.view.progress.apply(event)  # drawn at start()
+            else:
+                self._hand(event)
         self.ended = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -98,11 +100,14 @@ class Follower:
             for record in self.file.read_new():
                 event = self.state.apply(record)
                 if event is not None:
-                    for handler in [self.view.update, *self.handlers]:
-                        try:
-                            handler(event)
-                        except Exception:  # noqa: BLE001 - as the event pump: the view, not the run
-                            pass
+                    self._hand(event)
+
+    def _hand(self, event: dict) -> None:
+        for handler in [self.view.update, *self.handlers]:
+            try:
+                handler(event)
+            except Exception:  # noqa: BLE001 - as the event pump: the view, not the run
+                pass
 
     def stop(self) -> None:
         self._stop.set()

@@ -220,3 +220,17 @@ def test_a_journal_naming_another_process_as_its_supervisor_gets_it_no_signal(tm
     with pytest.raises(UsageError, match=f"process {me.pid}, which its journal names as its "
                                          "supervisor, is not writing it; nothing was stopped"):
         run.stop(wait=False)
+
+
+def test_a_journal_longer_than_one_look_is_read_to_its_end_when_first_opened(tmp_path):
+    from lightning_magic.background.journal_reading import MAX_READ
+
+    path = tmp_path / "journal-long.jsonl"
+    note = json.dumps({"kind": "note", "text": "x" * 1000}) + "\n"
+    with open(path, "w") as handle:
+        handle.write(json.dumps({"kind": "begin", "run_id": "long"}) + "\n")
+        handle.write(note * (MAX_READ // len(note) + 10))
+        handle.write(json.dumps({"kind": "status", "status": "finished"}) + "\n")
+    records = JournalFile(str(path)).read_all()
+    assert records[-1] == {"kind": "status", "status": "finished"}
+    assert len(records) == MAX_READ // len(note) + 12

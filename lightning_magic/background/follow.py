@@ -53,7 +53,7 @@ class Follower:
         from ..view.live import LiveView
 
         self.file, self.state = JournalFile(path), JournalState()
-        for record in self.file.read_new():
+        for record in self.file.read_all():
             self.state.apply(record)
         begin = self.state.begin
         world = begin.get("world_size")

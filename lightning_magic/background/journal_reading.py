@@ -5,7 +5,8 @@ writer killed mid-line), hold garbage, be huge, or be a FIFO or a symlink put in
 Reading never hangs, never fails and never executes anything: a regular file only, opened
 without following links and without blocking; JSON only (``json.loads``, NaN read as null); a
 line past ``MAX_LINE`` bytes, or that is not a JSON object, is skipped; a record is taken field
-by field, each of the type it must be, and what does not fit is left out.
+by field, each of the type it must be, and what does not fit is left out; what is kept of a
+journal is bounded (events, rows, notes), however long it is.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from .journal import history_row
 
 MAX_LINE = 1 << 20          # bytes of one record
 MAX_READ = 8 << 20          # bytes read per look
+MAX_FIRST_LOOK = 256 << 20  # bytes read at once when a journal is first opened
 MAX_EVENTS = 100_000        # progress events kept for a redraw
 MAX_METRICS = 512
+MAX_NOTES = 1000
 EVENT_KINDS = ("start", "step", "validation", "end")
 COUNTS = ("epoch", "step", "batch", "samples", "max_epochs", "max_steps", "total_batches",
           "batch_size", "world_size", "replicas", "time")
@@ -63,6 +66,17 @@ class JournalFile:
         self.offset = 0
         self._partial = b""     # a line whose end is not written yet
         self._skipping = False  # inside a line past MAX_LINE
+        self.at_end = False     # the last look read all there was
+
+    def read_all(self) -> list[dict]:
+        """The records written so far (up to ``MAX_FIRST_LOOK`` bytes; the rest comes with the
+        following looks)."""
+        records: list[dict] = []
+        start = self.offset
+        while True:
+            records += self.read_new()
+            if self.at_end or self.offset - start >= MAX_FIRST_LOOK:
+                return records
 
     def read_new(self) -> list[dict]:
         """The whole records written since the last look (none when the file cannot be read)."""
@@ -88,6 +102,7 @@ class JournalFile:
             self._partial += data
 
     def _read(self) -> bytes:
+        self.at_end = True
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             if not stat.S_ISREG(os.lstat(self.path).st_mode):
@@ -100,6 +115,7 @@ class JournalFile:
         except OSError:
             return b""
         self.offset += len(data)
+        self.at_end = len(data) < MAX_READ
         return data
 
 
@@ -141,7 +157,8 @@ class JournalState:
                                if _number(record.get(name))})
             self.status = "running"
         elif kind == "note" and _text(record.get("text")) is not None:
-            self.notes.append(record["text"])
+            if len(self.notes) < MAX_NOTES:
+                self.notes.append(record["text"])
         elif kind == "event":
             event = clean_event(record.get("event"))
             if event is not None:
@@ -149,7 +166,8 @@ class JournalState:
                     self.events.append(event)
                 row = history_row(event)
                 if row is not None:
-                    self.rows.append(row)
+                    if len(self.rows) < MAX_EVENTS:
+                        self.rows.append(row)
                     self.metrics.update(event["metrics"])
                 return event
         elif kind == "supervisor" and _number(record.get("pid")):
@@ -175,8 +193,8 @@ class JournalState:
                               and (_number(v) or _text(v, 200) is not None or v is None)}
                              for row in history[:MAX_EVENTS] if isinstance(row, dict)] \
             if isinstance(history, list) else []
-        self.notes += [n for n in record.get("notes") or [] if _text(n) is not None] \
-            if isinstance(record.get("notes"), list) else []
+        notes = record.get("notes") if isinstance(record.get("notes"), list) else []
+        self.notes += [n for n in notes[:MAX_NOTES] if _text(n) is not None]
         self.result = result
         if _text(record.get("status"), 64) in FINAL:
             self.status = record["status"]

@@ -111,7 +111,8 @@ class LightningMagics(Magics):
     @line_magic
     def lightning_stop(self, line: str = "") -> Any:
         """``%lightning_stop ID`` (or the start of it) or ``%lightning_stop all``: the stop
-        button of those background runs; returns once every rank of them is gone."""
+        button of those background runs (of this kernel; by ID, a detached one found on disk
+        too); returns once every rank of them is gone."""
         from .background import RUNS
         from .background.listing import RunList
 
@@ -119,7 +120,12 @@ class LightningMagics(Magics):
         if not ident:
             raise UsageError("%lightning_stop needs a run id (%lightning_runs lists them) or "
                              "'all'.")
-        runs = RUNS.running() if ident == "all" else [RUNS.find(ident)]
+        try:
+            runs = RUNS.running() if ident == "all" else [RUNS.find(ident)]
+        except UsageError:  # a detached run from before a restart, say
+            from .background.attach import on_disk
+
+            runs = [on_disk(ident, show=False)]
         for run in runs:
             run.stop(wait=False)
         for run in runs:

@@ -120,8 +120,12 @@ def test_a_detached_run_is_stopped_from_the_new_kernel(kernel, tmp_path):
     wait_for(training, "the detached run never trained")
     procs = processes_of(int(pid))
     restart(kernel)
+    stop = kernel.execute(f"%lightning_stop {ident[:8]}")
+    assert kernel.reply(stop)["status"] == "ok"
+    row = next(line for line in kernel.value(stop).splitlines() if line.startswith(ident))
+    assert row.split()[1:4] == ["Beacon", "fit", "interrupted"]
     stopped = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
-                        "found.stop()\nfresh = Beacon()\nfound.load_into(fresh)\n"
+                        "fresh = Beacon()\nfound.load_into(fresh)\n"
                         "print(found.status, found.last_model_path is not None)")
     assert stopped.split() == ["interrupted", "True"]
     gone, left = psutil.wait_procs(alive(procs), timeout=60)

@@ -35,15 +35,22 @@ def attach(ident: str, cwd: Optional[str] = None) -> Any:
         run = mine[0]
         Follower(run.journal.path, f"{run.model_name} (attached)").start()
         return run
+    return on_disk(ident, cwd)
+
+
+def on_disk(ident: str, cwd: Optional[str] = None, show: bool = True) -> JournalRun:
+    """The run on disk whose id is ``ident`` or starts with it, followed (with a live view in
+    this cell when ``show``)."""
+    from .runs import RUNS
+
     found = journals(cwd)
     named = sorted(run_id for run_id in found if run_id.startswith(ident))
     if len(named) != 1:
         what = "names several runs" if named else "is no run of this kernel nor on disk"
         known = ", ".join(sorted(set(found) | {run.id for run in RUNS.all})) or "none"
-        raise UsageError(f"attach: {ident!r} {what}; runs with a journal under "
-                         f"{_root(cwd)}: {known}.")
+        raise UsageError(f"{ident!r} {what}; runs with a journal under {_root(cwd)}: {known}.")
     follower = Follower(found[named[0]], None)
-    follower.start()
+    follower.start(show=show)
     return JournalRun(follower)
 
 
@@ -141,6 +148,10 @@ class JournalRun:
         progress = self._follower.view.progress
         fraction, text = progress.fraction(), " · ".join(progress.position())
         return f"{text} ({fraction:.0%})" if fraction is not None and text else text
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the journal to say how the run ended; False when ``timeout`` ran out."""
+        return self._follower.ended.wait(timeout)
 
     def wait(self, timeout: Optional[float] = None) -> JournalRun:
         """Return once the journal says how the run ended (or its writer is gone)."""

@@ -71,7 +71,9 @@ class Follower:
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self, show: bool = True) -> None:
+        """Follow from a thread; with ``show`` (and a view of its own) the view is drawn here."""
+        self.own_view = self.own_view and show
         if self.own_view:
             self.view.start()  # drawn once with all the journal said so far
         threading.Thread(target=self._follow, name="lightning-attach", daemon=True).start()

@@ -21,6 +21,14 @@ def load_ipython_extension(ipython):
     magics.install_hooks()
 
 
+def attach(run_id: str):
+    """Redraw a background run's live view in this cell from its journal and follow it; its
+    handle (the start of an id is enough; ``%lightning_runs`` lists them)."""
+    from .magic import attach_run
+
+    return attach_run(run_id)
+
+
 def unload_ipython_extension(ipython):
     from .magic import LightningMagics
 

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
 from .options import flags as flag_parser
@@ -131,19 +132,27 @@ class LightningMagics(Magics):
                                  kernel_id=_kernel_id()))
 
     @line_magic
+    @magic_arguments()
+    @argument("--attach", metavar="ID", help="Redraw that run's live view here from its journal "
+              "and follow it (the start of an id is enough): a run of this kernel, or one found "
+              "on disk, e.g. from before a restart; its handle is the value.")
     def lightning_runs(self, line: str = "") -> Any:
-        """This kernel's background runs: id, model, call, status, progress, devices, cell."""
+        """This kernel's background runs (id, model, call, status, progress, devices, cell), and
+        those still running on disk: another kernel's, or a detached run from before a restart."""
         from .background import RUNS
+        from .background.attach import running_elsewhere
         from .background.listing import RunList
 
-        if line.strip():
-            raise UsageError(f"%lightning_runs takes no arguments, got {line.strip()!r}.")
-        return RunList(RUNS.all)
+        args = parse_argstring(self.lightning_runs, line)
+        if args.attach is not None:
+            return attach_run(args.attach)
+        return RunList(RUNS.all + running_elsewhere())
 
     @line_magic
     def lightning_stop(self, line: str = "") -> Any:
         """``%lightning_stop ID`` (or the start of it) or ``%lightning_stop all``: the stop
-        button of those background runs; returns once every rank of them is gone."""
+        button of those background runs (of this kernel; by ID, a detached one found on disk
+        too); returns once every rank of them is gone."""
         from .background import RUNS
         from .background.listing import RunList
 
@@ -151,7 +160,12 @@ class LightningMagics(Magics):
         if not ident:
             raise UsageError("%lightning_stop needs a run id (%lightning_runs lists them) or "
                              "'all'.")
-        runs = RUNS.running() if ident == "all" else [RUNS.find(ident)]
+        try:
+            runs = RUNS.running() if ident == "all" else [RUNS.find(ident)]
+        except UsageError:  # a detached run from before a restart, say
+            from .background.attach import on_disk
+
+            runs = [on_disk(ident, show=False)]
         for run in runs:
             run.stop(wait=False)
         for run in runs:
@@ -179,6 +193,13 @@ class LightningMagics(Magics):
                                                          given.get("accelerator"),
                                                          given.get("precision"), gpus)
         return export_cell(self.shell, cell, opts, accelerator, count)
+
+
+def attach_run(run_id: str) -> Any:
+    """``lightning_magic.attach``: see ``background.attach``."""
+    from .background.attach import attach
+
+    return attach(run_id)
 
 
 def _kernel_id() -> Optional[str]:

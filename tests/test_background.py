@@ -8,165 +8,20 @@ still be running when a check is made train until stopped (``--max-epochs 1000``
 from __future__ import annotations
 
 import os
-import queue
-import threading
 
 import psutil
 import pytest
-from jupyter_client.manager import start_new_kernel
+from support.jupyter_kernels import Kernel, fifo_reader, package_kernel, wait_for
+from support.kernels import BEACON_SETUP as SETUP
+from support.kernels import ENDLESS
 
 pytestmark = pytest.mark.slow
 
-SETUP = r'''
-%load_ext lightning_magic
-import torch
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader, TensorDataset
-
-
-class Beacon(pl.LightningModule):
-    """Writes "training" to a FIFO (once) when rank 0 reaches step 3, then trains on."""
-
-    def __init__(self, fifo=None):
-        super().__init__()
-        self.layer = torch.nn.Linear(8, 1)
-        self.fifo = fifo
-
-    def training_step(self, batch, batch_idx):
-        if self.fifo and self.global_rank == 0 and self.global_step == 3:
-            with open(self.fifo, "w") as tell_the_test:
-                tell_the_test.write("training\n")
-            self.fifo = None
-        x, y = batch
-        loss = torch.nn.functional.mse_loss(self.layer(x), y)
-        self.log("loss", loss)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("val_loss", torch.nn.functional.mse_loss(self.layer(x), y))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-
-X = torch.randn(256, 8)
-loader = DataLoader(TensorDataset(X, X.sum(1, keepdim=True)), batch_size=8)
-'''
-
-ENDLESS = "%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1000"
 UNENDING = ENDLESS.replace("--max-epochs 1000", "--max-epochs -1")  # ends only when stopped
-
-
-class Kernel:
-    """A kernel and every iopub message it sent, in order, read by one thread."""
-
-    def __init__(self, cwd: str) -> None:
-        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=cwd)
-        self.messages: list[dict] = []
-        self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.ok(SETUP)
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                message = self.kc.get_iopub_msg(timeout=0.5)
-            except queue.Empty:
-                continue
-            except Exception:  # noqa: BLE001 - the channels were closed
-                return
-            with self._changed:
-                self.messages.append(message)
-                self._changed.notify_all()
-
-    def wait_until(self, found, what: str, since: int = 0) -> int:
-        """The index of the first message from ``since`` on for which ``found(message)``."""
-        with self._changed:
-            while True:
-                hit = next((i for i in range(since, len(self.messages))
-                            if found(self.messages[i])), None)
-                if hit is not None:
-                    return hit
-                assert self._changed.wait(timeout=300), f"no iopub message: {what}"
-
-    def status(self, msg_id: str, state: str, since: int = 0) -> int:
-        return self.wait_until(lambda m: m["msg_type"] == "status" and m["parent_header"].get(
-            "msg_id") == msg_id and m["content"]["execution_state"] == state,
-            f"{state} after {msg_id}", since)
-
-    def execute(self, code: str) -> str:
-        return self.kc.execute(code)
-
-    def reply(self, msg_id: str) -> dict:
-        """The execute reply of ``msg_id``, once all its output is in (the kernel is idle)."""
-        while True:
-            reply = self.kc.get_shell_msg(timeout=300)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                self.status(msg_id, "idle")
-                return reply["content"]
-
-    def ok(self, code: str) -> str:
-        """Run ``code``; its stdout. Fails on an error."""
-        msg_id = self.execute(code)
-        content = self.reply(msg_id)
-        assert content["status"] == "ok", (content.get("ename"), content.get("evalue"))
-        return self.stdout(msg_id)
-
-    def of(self, msg_id: str, *types: str) -> list[dict]:
-        with self._changed:
-            return [m for m in self.messages if m["parent_header"].get("msg_id") == msg_id
-                    and m["msg_type"] in types]
-
-    def stdout(self, msg_id: str) -> str:
-        return "".join(m["content"]["text"] for m in self.of(msg_id, "stream")
-                       if m["content"]["name"] == "stdout")
-
-    def value(self, msg_id: str) -> str:
-        return "".join(m["content"]["data"]["text/plain"]
-                       for m in self.of(msg_id, "execute_result"))
-
-    def children(self) -> list[psutil.Process]:
-        """The kernel's child processes (its ranks, and what they started), zombies excluded."""
-        kernel = psutil.Process(self.km.provisioner.process.pid)
-        return [p for p in kernel.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-
-    def close(self) -> None:
-        self._stop.set()
-        self.kc.stop_channels()
-        if self.km.is_alive():
-            self.km.shutdown_kernel(now=True)
-
-
-def fifo_reader(path) -> threading.Thread:
-    """Make a FIFO at ``path``; the returned thread ends once something wrote to it."""
-    os.mkfifo(path)
-    thread = threading.Thread(target=path.read_text, daemon=True)
-    thread.start()
-    return thread
-
-
-def wait_for(thread: threading.Thread, what: str) -> None:
-    thread.join(timeout=300)
-    assert not thread.is_alive(), what
-
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
-    import lightning_magic
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(lightning_magic.__file__)))
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved) if p)
-    try:
-        kernel = Kernel(str(tmp_path_factory.mktemp("background")))
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    kernel = package_kernel(str(tmp_path_factory.mktemp("background")), SETUP)
     yield kernel
     kernel.close()
 
@@ -338,7 +193,7 @@ def test_a_foreground_call_on_a_model_a_run_holds_waits_for_that_run(kernel, tmp
 
 
 def test_a_kernel_shut_down_mid_run_leaves_no_rank_behind(tmp_path, kernel_env):
-    own = Kernel(str(tmp_path))
+    own = Kernel(str(tmp_path), SETUP)
     try:
         training = fifo_reader(tmp_path / "training.fifo")
         own.ok(f"{ENDLESS}\nmodel = Beacon({str(tmp_path / 'training.fifo')!r})\n"

@@ -324,3 +324,10 @@ def test_background_and_no_wait():
         parse("--no-wait")
     with pytest.raises(UsageError, match=r"^--background and --export do not go together"):
         parse("--background --export job.py")
+
+
+def test_detach_goes_with_background():
+    assert parse("--background --detach").detach and not parse("--background").detach
+    with pytest.raises(UsageError, match=r"^--detach is for --background runs: add "
+                                         r"--background or drop it\.$"):
+        parse("--detach")

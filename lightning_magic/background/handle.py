@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
+from .journal import Journal, history_row
 from .stop_button import StopButton
 
 
@@ -49,11 +50,14 @@ class BackgroundRun:
         self._thread: Optional[threading.Thread] = None
         self._callbacks: list[Any] = []
         self._callbacks_lock = threading.Lock()
-        launch.pump.handlers.append(self._on_event)  # before the ranks send anything
+        self.detached: Any = None             # the supervisor of a --detach run (its pid)
+        self.journal = Journal.of_launch(launch)  # in the run's folder, beside its checkpoints
+        launch.pump.handlers += [self._on_event, self.journal.event]  # before the ranks send
 
     # -- the run -------------------------------------------------------------------------------
     def start(self, function: Any, args: Any, kwargs: Any, ranks: Any) -> None:
-        """Supervise the started ``ranks`` from a thread of their own."""
+        """Supervise the started ``ranks`` (or wait for the detached supervisor) from a thread
+        of their own."""
         self._thread = threading.Thread(target=self._supervise, name=f"lightning-run-{self.id}",
                                         args=(function, args, kwargs, ranks), daemon=True)
         self._thread.start()
@@ -63,8 +67,9 @@ class BackgroundRun:
 
         outcome = Outcome(status="interrupted")
         try:
-            outcome = self._launcher.run_ranks(function, args, kwargs, self.trainer,
-                                               self._launch, self._button, started=ranks)
+            outcome = self.detached.wait() if self.detached is not None else \
+                self._launcher.run_ranks(function, args, kwargs, self.trainer, self._launch,
+                                         self._button, started=ranks)
         except BaseException as exc:  # noqa: BLE001 - raised again by wait(), in the kernel
             self._exception = exc
         finally:
@@ -72,6 +77,8 @@ class BackgroundRun:
             self._button.close()
             if self._launch.published is not None:
                 self._launch.published.update(status=outcome.status)
+            if self.detached is None:  # a detached run's supervisor wrote its own
+                self.journal.status("failed" if self._exception is not None else outcome.status)
             with self._callbacks_lock:
                 self._ended.set()
                 callbacks, self._callbacks = self._callbacks, []
@@ -87,10 +94,9 @@ class BackgroundRun:
             logging.getLogger(__name__).exception("done callback %r of run %s", callback, self.id)
 
     def _on_event(self, event: dict) -> None:
-        if event.get("kind") in ("step", "validation") and event.get("metrics"):
-            self._rows.append({"stage": "train" if event["kind"] == "step" else "validation",
-                               "epoch": event.get("epoch"), "step": event.get("step"),
-                               **event["metrics"]})
+        row = history_row(event)
+        if row is not None:
+            self._rows.append(row)
 
     # -- the handle ----------------------------------------------------------------------------
     def done(self) -> bool:
@@ -173,6 +179,17 @@ class BackgroundRun:
     def discard(self) -> None:
         """The ranks never started: nothing to wait for."""
         self._button.close()
+        self.journal.status("failed")
+        self.journal.close()
+
+    def load_into(self, model: Any, which: str = "last") -> str:
+        """The weights of the run's ``"last"`` (or ``"best"``) checkpoint into ``model``."""
+        from .weights import load_into
+
+        record = self.record
+        path = None if record is None else \
+            record.last_model_path if which == "last" else record.best_model_path
+        return load_into(model, path, which, self.id)
 
     def deliver(self, when: str) -> None:
         """The ended run's results into the kernel's model and Trainer, and its summary into the
@@ -192,6 +209,8 @@ class BackgroundRun:
             finally:
                 self.record = launcher.record
                 self._delivered.set()
+                if self.record is not None:
+                    self.journal.result(self.record)
             self._tell(when)
 
     def _tell(self, when: str) -> None:

@@ -26,7 +26,12 @@ class Runner:
         launch, given = launcher.begin(trainer, args, kwargs)
         run = BackgroundRun(launcher, launch, trainer, given, cell=cell_number(self.shell))
         try:
-            ranks = launcher.start_ranks(function, args, kwargs, trainer, launch)
+            if launcher.session.flags.detach:
+                from .detach import start
+
+                ranks, run.detached = None, start(run, function, args, kwargs)
+            else:
+                ranks = launcher.start_ranks(function, args, kwargs, trainer, launch)
         except BaseException:
             from ..train.launch.supervision import Outcome
 

@@ -27,3 +27,5 @@ def check_together(values: dict[str, Any]) -> None:
             raise UsageError(f"--{flag} and --{other} do not go together: use one of them.")
     if values["no_wait"] and not values["background"]:
         raise UsageError("--no-wait is for --background runs: add --background or drop it.")
+    if values["detach"] and not values["background"]:
+        raise UsageError("--detach is for --background runs: add --background or drop it.")

@@ -96,6 +96,7 @@ class TrainFlags:
     num_nodes: int = 1
     background: bool = False
     no_wait: bool = False
+    detach: bool = False
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """Exactly the Trainer arguments the flags gave (the hardware: ``hardware_given``)."""
@@ -212,6 +213,9 @@ def declare(func: Callable) -> Callable:
                  "per Trainer call (wait, stop); results reach the model between cells."),
         argument("--no-wait", action="store_true", help="With --background: refuse, not wait, "
                  "when a running run holds the GPUs, Trainer or model this one needs."),
+        argument("--detach", action="store_true", help="With --background: the run survives a "
+                 "kernel restart; a new kernel finds it (%%lightning_runs), attaches, waits and "
+                 "loads its weights (run.load_into(model))."),
     ]
     for decorate in reversed(decorators):
         func = decorate(func)
@@ -285,7 +289,8 @@ def from_namespace(raw: dict[str, Any]) -> TrainFlags:
         profiler=check.optional_choice("--profiler", raw["profiler"], PROFILERS),
         **{name: raw[name] for name in ("deterministic", "benchmark", "inference_mode",
                                         "use_distributed_sampler", "detect_anomaly",
-                                        "barebones", "sync_batchnorm", "background", "no_wait")},
+                                        "barebones", "sync_batchnorm", "background", "no_wait",
+                                        "detach")},
         reload_dataloaders_every_n_epochs=integer("--reload-dataloaders-every-n-epochs",
                                                   raw["reload_dataloaders_every_n_epochs"],
                                                   minimum=0),

@@ -12,7 +12,8 @@ the cell's side (``train.kernel``).
   ``placement``: where checkpoints go, as in plain Lightning when the cell gives a logger or a
   ``default_root_dir``.
 - ``supervision_loop``: the kernel's wait; ``supervision``: the root cause, stalls, ending process
-  groups; ``interrupts``: stop presses; ``leftovers``: what a run leaves behind, the reaper.
+  groups; ``interrupts``: stop presses; ``leftovers``: what a run leaves behind, the reaper;
+  ``detached``: a ``--detach`` launch's supervisor, out of the kernel's session.
 - ``openmp``: the kernel's OpenMP pool given back before the fork, so a rank computes as fast.
 - ``control``: state shared by the kernel and its ranks; ``events``: the kernel's end of rank 0's
   progress pipe.

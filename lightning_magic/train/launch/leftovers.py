@@ -3,7 +3,8 @@
 - ``left_running``: threads and processes a rank's code started and left running once the
   rank's work is done; the rank exits regardless, and the kernel ends its process group.
 - ``work_dir`` / ``remove_stale``: each launch's folder in the temporary directory carries the
-  kernel's pid, so a folder whose kernel was killed is removed by the next launch.
+  kernel's pid, so a folder whose kernel was killed is removed by the next launch; a detached
+  run's supervisor keeps its folder while it lives (``keep_while_alive``).
 - ``Reaper``: a small process that outlives a killed kernel long enough to end its ranks'
   process groups (the ranks die with the kernel by themselves; what they started may not).
 """
@@ -18,6 +19,7 @@ import threading
 from typing import Optional
 
 PREFIX = "lightning-magic-"
+KEEPER = "supervisor.pid"  # in a launch folder: the process that keeps it past its kernel
 
 
 def left_running() -> list[str]:
@@ -64,10 +66,27 @@ def remove_stale(directory: Optional[str] = None) -> list[str]:
             info = os.lstat(path)
         except OSError:
             continue
-        if info.st_uid == os.getuid() and os.path.isdir(path) and not os.path.islink(path):
+        if info.st_uid == os.getuid() and os.path.isdir(path) and not os.path.islink(path) \
+                and not _kept(path):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def keep_while_alive(folder: str, pid: int) -> None:
+    """Keep the launch folder ``folder`` while process ``pid`` lives, its kernel gone or not."""
+    with open(os.path.join(folder, KEEPER), "w") as handle:
+        handle.write(str(pid))
+
+
+def _kept(folder: str) -> bool:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        with open(os.open(os.path.join(folder, KEEPER), flags), "rb") as handle:
+            text = handle.read(16).decode("ascii", "replace").strip()
+    except OSError:
+        return False
+    return text.isdigit() and _alive(int(text))
 
 
 def _pid_of(name: str) -> Optional[int]:

@@ -1,0 +1,42 @@
+"""The kernel's side of a ``--detach`` run: its ranks are started by a supervisor that left the
+kernel's session (``train``'s ``Detached``), which writes the run's events and its end into the
+journal; the kernel's live view, history and published state follow that journal
+(``Follower``), as a new kernel's would after a restart."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .follow import Follower
+from .journal import Journal
+
+
+def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
+    """Start ``run``'s (a ``BackgroundRun``'s) ranks detached; the ``Detached`` to wait on."""
+    from ..train.launch.detached import Detached
+
+    launch, path = run._launch, run.journal.path
+    launch.pump.stop()  # rank 0's events are the supervisor's to read, and to journal
+    held: dict[str, Journal] = {}
+
+    def on_start(pid: int) -> list:  # in the supervisor
+        import psutil
+
+        held["journal"] = journal = Journal(path)  # its own handle, its own lock
+        journal.write("supervisor", pid=pid, pid_started=psutil.Process(pid).create_time())
+        return [journal.event]
+
+    def on_end(outcome: Any) -> None:  # in the supervisor
+        last = launch.session.last_checkpoint()
+        best = getattr(outcome.worker_output, "best_model_path", None)
+        held["journal"].status(outcome.status,
+                               last_model_path=last if last and os.path.exists(last) else None,
+                               best_model_path=str(best) if best else None)
+        held["journal"].close()
+
+    detached = Detached(run._launcher, function, args, kwargs, run.trainer, launch, run._button,
+                        on_start, on_end)
+    handlers = [run._on_event] + ([launch._registry_update] if launch.published else [])
+    Follower(path, view=launch.view, handlers=handlers).start()
+    return detached

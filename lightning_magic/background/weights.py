@@ -1,0 +1,31 @@
+"""A run's checkpoint weights into a model of the kernel (``run.load_into(model)``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from IPython.core.error import UsageError
+
+
+def load_into(model: Any, path: Optional[str], which: str, run_id: str) -> str:
+    """Load the ``state_dict`` of the checkpoint at ``path`` into ``model`` (strictly, as
+    Lightning's ``load_from_checkpoint``); the path. ``torch.load(weights_only=True)``: a
+    checkpoint only gives tensors and plain values, it runs no code of its own."""
+    if which not in ("last", "best"):
+        raise UsageError(f"load_into: which={which!r}; give 'last' or 'best'.")
+    if path is None:
+        raise UsageError(f"load_into: run {run_id} has no {which} checkpoint on disk (it saved "
+                         "none yet, or its folder was removed).")
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged file, or one that holds more than data
+        raise UsageError(f"load_into: {path} cannot be read as weights only ({exc}). If you "
+                         "trust it: model.load_state_dict(torch.load(path, weights_only=False)"
+                         "['state_dict'])") from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UsageError(f"load_into: {path} holds no 'state_dict' (not a Lightning checkpoint).")
+    model.load_state_dict(state)
+    return path

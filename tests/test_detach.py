@@ -1,0 +1,197 @@
+"""``--detach``: a background run that survives Jupyter's restart of its kernel (jupyter_client's
+``restart_kernel``, which ends the kernel and its process group). The new kernel lists the run,
+attaches to it, waits for it to end by itself (or stops it) and loads its weights; once it has
+ended no process of it is left. Without ``--detach`` the restart ends the run's ranks with it.
+
+Ordering is proven with events: rank 0 writes a FIFO once it is training, and a gated run blocks
+rank 0 at step 5 on a second FIFO until the test writes it, after the restart."""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+from support.jupyter_kernels import fifo_reader, package_kernel, wait_for
+from support.kernels import BEACON_SETUP
+from support.runs import dead_pid
+
+from lightning_magic.train.launch.leftovers import KEEPER, PREFIX, remove_stale
+
+pytestmark = pytest.mark.slow
+
+SETUP = BEACON_SETUP + r'''
+
+class Gate(Beacon):
+    """Beacon, whose rank 0 waits at step 5 until the test writes the FIFO ``gate``."""
+
+    def __init__(self, fifo=None, gate=None):
+        super().__init__(fifo)
+        self.gate = gate
+
+    def training_step(self, batch, batch_idx):
+        if self.gate and self.global_rank == 0 and self.global_step == 5:
+            open(self.gate).read()
+            self.gate = None
+        return super().training_step(batch, batch_idx)
+'''
+
+DETACHED = "%%lightning_train --background --detach --accelerator cpu --devices 2"
+
+
+def test_a_launch_folder_whose_kernel_is_gone_is_kept_while_its_supervisor_lives(tmp_path):
+    kept, stale = tmp_path / f"{PREFIX}{dead_pid()}-a", tmp_path / f"{PREFIX}{dead_pid()}-b"
+    for folder, keeper in ((kept, os.getpid()), (stale, dead_pid())):
+        folder.mkdir()
+        (folder / KEEPER).write_text(str(keeper))
+    assert remove_stale(str(tmp_path)) == [str(stale)]
+    assert kept.is_dir()
+
+
+def restart(kernel) -> None:
+    kernel.restart(SETUP)  # as JupyterLab's restart: a request, then the kill if need be
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    left = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return left
+
+
+def processes_of(pid: int) -> list[psutil.Process]:
+    supervisor = psutil.Process(pid)
+    return [supervisor] + supervisor.children(recursive=True)
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    kernel = package_kernel(str(tmp_path), SETUP)
+    yield kernel
+    kernel.close()
+
+
+def test_a_detached_run_survives_a_restart_ends_by_itself_and_its_weights_load(kernel, tmp_path):
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)
+    out = kernel.ok(f"{DETACHED} --max-epochs 1\nmodel = Gate({str(tmp_path / 'training.fifo')!r}"
+                    f", {str(gate)!r})\ntrainer = pl.Trainer()\nrun = trainer.fit(model, "
+                    "loader)\nprint(run.id, run.detached.pid, run.status)")
+    ident, pid, status = out.split()[-3:]
+    assert status == "running"
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    assert len(procs) >= 3, "the supervisor and its two ranks"
+    kernel_pid = kernel.km.provisioner.process.pid
+    assert all(kernel_pid not in [p.pid for p in proc.parents()] for proc in procs)
+
+    restart(kernel)
+    assert len(alive(procs)) == len(procs), "the restart ended the detached run"
+    listed = kernel.execute("%lightning_runs")
+    assert kernel.reply(listed)["status"] == "ok"
+    row = next(line for line in kernel.value(listed).splitlines() if line.startswith(ident))
+    assert row.split()[1:4] == ["Gate", "fit", "running"]
+    kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident[:8]!r})")
+    kernel.ok("%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
+              "pl.Trainer().fit(Beacon(), loader)")  # its launch cleans up stale launch folders
+    gate.write_text("go")  # rank 0 trains on to the end of its one epoch
+    done = kernel.ok("found.wait(timeout=240)\nfresh = Gate()\n"
+                     "path = found.load_into(fresh)\nckpt = torch.load(path, weights_only=True)"
+                     "['state_dict']\nprint(found.status, found.done(), "
+                     "torch.equal(ckpt['layer.weight'], fresh.layer.weight), "
+                     "int(torch.load(path, weights_only=True)['global_step']))")
+    status, finished, loaded, steps = done.split()
+    assert (status, finished, loaded) == ("finished", "True", "True")
+    assert int(steps) == 256 // 8 // 2, "the checkpoint of the run's end"
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the detached run: {[p.pid for p in left]}"
+
+
+def test_a_detached_run_is_stopped_from_the_new_kernel(kernel, tmp_path):
+    training = fifo_reader(tmp_path / "training.fifo")
+    out = kernel.ok(f"{DETACHED} --max-epochs 1000\nmodel = Beacon("
+                    f"{str(tmp_path / 'training.fifo')!r})\nrun = pl.Trainer().fit(model, loader)"
+                    "\nprint(run.id, run.detached.pid)")
+    ident, pid = out.split()[-2:]
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    stop = kernel.execute(f"%lightning_stop {ident[:8]}")
+    assert kernel.reply(stop)["status"] == "ok"
+    row = next(line for line in kernel.value(stop).splitlines() if line.startswith(ident))
+    assert row.split()[1:4] == ["Beacon", "fit", "interrupted"]
+    stopped = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
+                        "fresh = Beacon()\nfound.load_into(fresh)\n"
+                        "print(found.status, found.last_model_path is not None)")
+    assert stopped.split() == ["interrupted", "True"]
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the stop: {[p.pid for p in left]}"
+
+
+def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
+    training = fifo_reader(tmp_path / "training.fifo")
+    kernel.ok("%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1000\n"
+              f"model = Beacon({str(tmp_path / 'training.fifo')!r})\n"
+              "run = pl.Trainer().fit(model, loader)")
+    wait_for(training, "the background run never trained")
+    ident = kernel.ok("print(run.id)").strip()
+    ranks = kernel.children()
+    assert len(ranks) >= 2
+    restart(kernel)
+    gone, left = psutil.wait_procs(alive(ranks), timeout=60)
+    assert not left, f"processes outlived their kernel: {[p.pid for p in left]}"
+    listed = kernel.execute("%lightning_runs")
+    assert kernel.reply(listed)["status"] == "ok"
+    assert ident not in kernel.value(listed), "a run that ended with its kernel is not listed"
+    kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})")
+    # the kernel's shutdown ends its children: its own supervision may still have journaled
+    # that ("failed"), or the kernel went first ("gone")
+    assert kernel.ok("print(found.wait(timeout=60).status)").strip() in ("gone", "failed")
+
+
+def test_a_detached_run_of_a_live_kernel_comes_back_as_any_background_run(kernel):
+    out = kernel.ok(f"{DETACHED} --max-epochs 1\nmodel = Beacon()\n"
+                    "start = model.layer.weight.detach().clone()\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.detached.pid)")
+    procs = processes_of(int(out.split()[-1]))
+    result = kernel.ok("done = run.wait()\nprint(done.status, done.global_step, "
+                       "torch.equal(start, model.layer.weight), len(done.history) > 0, "
+                       "done.last_model_path is not None)")
+    assert result.split() == ["finished", str(256 // 8 // 2), "False", "True", "True"]
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the detached run: {[p.pid for p in left]}"
+
+
+def test_the_kernel_that_started_a_detached_run_stops_it_as_any_background_run(kernel, tmp_path):
+    training = fifo_reader(tmp_path / "training.fifo")
+    out = kernel.ok(f"{DETACHED} --max-epochs 1000\nmodel = Beacon("
+                    f"{str(tmp_path / 'training.fifo')!r})\nrun = pl.Trainer().fit(model, loader)"
+                    "\nprint(run.detached.pid)")
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(out.split()[-1]))
+    stopped = kernel.ok("stopped = run.stop()\nprint(stopped.status, "
+                        "stopped.last_model_path is not None, len(run.history) > 0)")
+    assert stopped.split() == ["interrupted", "True", "True"]
+    gone, left = psutil.wait_procs(alive(procs), timeout=30)
+    assert not left, f"processes outlived stop(): {[p.pid for p in left]}"
+
+
+def test_a_detached_run_that_stalls_after_a_restart_is_ended_by_its_timeout(kernel, tmp_path):
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)  # never written: rank 0 stalls at step 5 for good
+    out = kernel.ok(f"{DETACHED} --max-epochs 1 --timeout 8\nmodel = Gate("
+                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.id, run.detached.pid)")
+    ident, pid = out.split()[-2:]
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    ended = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
+                      "print(found.wait(timeout=240).status)")
+    assert ended.split()[-1] == "timeout"
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"

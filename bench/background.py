@@ -5,6 +5,9 @@
             kernel, then of as many while a two-rank background run trains; the ratio of p50s
   steps     rank 0's seconds per optimizer step (read inside the rank, as bench/cell_trainer.py
             does) of the same fit in the background against in the foreground, and the ratio
+  attach    seconds for a second kernel, started in the same folder while the run trains, to
+            attach to it (``lightning_magic.attach(ID)``: the cell's send to its reply, the view
+            redrawn from the journal), and the status it then reads
   kernel    the kernel process's CPU while the run trains and no cell runs (its supervision and
             live-view threads), in % of one core over ``--idle-seconds``
   stop      seconds from ``run.stop()`` to its return (every rank gone), and the kernel's
@@ -168,6 +171,14 @@ def main() -> None:
         after, span = process.cpu_times(), time.perf_counter() - start
         kernel_cpu = (after.user + after.system - before.user - before.system) / span
         assert kernel.value("lightning_run.status") == "running", "the run ended before the cells"
+        ident = kernel.value("lightning_run.id")
+        other = Kernel(work)
+        try:
+            other.run(f"import sys, json\nsys.path.insert(0, {str(ROOT)!r})\nimport lightning_magic")
+            attach_s, _ = other.run(f"attached = lightning_magic.attach({ident!r})")
+            attached_status = other.value("attached.status")
+        finally:
+            other.close()
         stop = kernel.value("(lambda t: (lightning_run.stop(), time.perf_counter() - t)[1])"
                             "(time.perf_counter())")
         left = len(kernel.children())
@@ -191,6 +202,8 @@ def main() -> None:
     print(f"| p50 busy / idle | {p50_busy / p50_idle:.2f}x | <= 1.2x |")
     print(f"| rank 0 ms / step: foreground / background | {fg * 1e3:.3f} / {bg * 1e3:.3f} | |")
     print(f"| steps/s background / foreground | {fg / bg:.3f} | >= 0.98 |")
+    print(f"| a second kernel attaches: send to reply, s (status it reads) | {attach_s:.3f} "
+          f"({attached_status}) | <= 2 |")
     print(f"| kernel CPU while the run trains, no cell running | {kernel_cpu * 100:.1f}% | |")
     print(f"| `run.stop()` to every rank gone, s | {stop:.2f} | <= 5 |")
     print(f"| kernel's children after the stop | {left} | 0 |")

@@ -53,6 +53,7 @@ bench: install-test
 	$(PY) bench/cell_trainer.py
 	$(PY) bench/gpu_parity.py
 	$(PY) bench/background.py
+	$(PY) bench/sweep.py
 
 # Every GPU claim in one run (bench/gpu_check.py), within 8 minutes: .venv/gpu-check sees the
 # packages of $(PYTHON) (an image's CUDA torch) and gets what is missing, from .whl/ when it holds

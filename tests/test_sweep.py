@@ -145,6 +145,36 @@ def test_a_cell_that_raises_in_the_kernel_stops_the_sweep_and_raises(shell):
     assert done.study.trials[0].state.name == "FAIL"
 
 
+def test_a_cell_that_raises_after_its_fit_started_fails_its_trial_and_stops_the_sweep(
+        shell, no_orphans):
+    with capture_output():
+        result = shell.run_cell(f"{SWEEP} --trials 3\n{CELL}raise RuntimeError('after the fit')")
+    assert isinstance(result.error_in_exec, RuntimeError)
+    done = shell.user_ns["lightning_sweep"]
+    assert [t.status for t in done.trials] == ["failed"]
+    assert "the cell raised RuntimeError: after the fit" in done.trials[0].note
+    assert done.study.trials[0].state.name == "FAIL"
+
+
+def test_a_cell_that_reads_what_its_validate_returned_runs_as_in_plain_lightning(shell):
+    cell = CELL + "score = trainer.validate(model, DataLoader(dataset, batch_size=32))[0]\n"
+    done, _ = sweep(shell, "--trials 2", cell)
+    assert [t.status for t in done.trials] == ["complete", "complete"]
+    best = done.best_record()
+    assert best.bound["score"]["val_loss"] == pytest.approx(best.value)
+
+
+def test_a_metric_no_trial_logs_stops_the_sweep_after_the_first_and_says_what_was_logged(shell):
+    with capture_output():
+        result = shell.run_cell(f"{SWEEP.replace('val_loss', 'val_los')} --trials 3\n{CELL}")
+    assert isinstance(result.error_in_exec, UsageError)
+    message = str(result.error_in_exec)
+    assert message.startswith("--metric 'val_los': trial 0 trained to its end and logged no "
+                              "'val_los' (it logged train_loss, val_loss); did you mean "
+                              "--metric val_loss?"), message
+    assert len(shell.user_ns["lightning_sweep"].trials) < 3
+
+
 @pytest.mark.parametrize("line, message", [
     ("--trials 2 --metric val_loss --sampler bayes",
      "--sampler 'bayes' is not one of: tpe, random, grid."),

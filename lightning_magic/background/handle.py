@@ -14,6 +14,8 @@ In the manner of ``concurrent.futures.Future`` (and ipyparallel's ``AsyncResult`
 - ``stop(wait=True)`` is the stop button: every rank stops at the same batch, the checkpoint of
   that moment is saved, every rank is gone within the stop grace; with ``wait`` it then returns
   what ``wait()`` returns.
+- Indexing, iterating or ``len()`` of a validate's, test's or predict's handle waits for the
+  list the call returns (``trainer.test(...)[0]["test_acc"]`` works as in plain Lightning).
 - ``status`` (``"running"``, then the run's own), ``metrics`` and ``history`` read live: while
   the run goes on they are those of rank 0's progress events (the live view's), afterwards the
   ``TrainingRun``'s. Once its results are back every attribute of the ``TrainingRun`` reads
@@ -236,6 +238,27 @@ class BackgroundRun:
         raise AttributeError(f"{name!r}: run {self.__dict__.get('id')} has no TrainingRun yet "
                              "(it is still running, or its results are not back yet): wait() "
                              "returns it")
+
+    # What validate, test and predict return is a list: code written for plain Lightning indexes
+    # it (``trainer.test(...)[0]["test_acc"]``); indexing, iterating or measuring the handle
+    # waits for that list, as ``wait()[0]`` would.
+    def __getitem__(self, key: Any) -> Any:
+        return self._returned()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._returned())
+
+    def __len__(self) -> int:
+        return len(self._returned())
+
+    def __bool__(self) -> bool:  # a handle is true, whether or not its run has ended
+        return True
+
+    def _returned(self) -> Any:
+        if self.stage == "fit":
+            raise TypeError(f"run {self.id} is a fit: it returns a TrainingRun, which is not a "
+                            "list; read its fields (run.metrics) or wait() for it")
+        return self.wait()
 
     def __repr__(self) -> str:
         where = self.progress()

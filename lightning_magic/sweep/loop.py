@@ -55,6 +55,7 @@ def run_sweep(context: one.Context) -> Sweep:
             if kind == "end":
                 one.finish(record, flags.metric)
                 more = one.tell(study, record) and more
+                error = error or record.error
                 del running[record.number]
                 free.append(record.slot)
             elif kind == "validation" and flags.pruner != "none":

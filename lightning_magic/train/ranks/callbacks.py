@@ -1,6 +1,7 @@
 """The Lightning callbacks the magic adds to a run, active in every rank: history (``history``),
 events for the kernel, the heartbeat and stop protocol of ``RunControl``, the non-finite-loss
-guard, and the run's own ``last.ckpt`` (written atomically, beside whatever checkpoints the user asked for).
+guard, and the run's own ``last.ckpt`` (written atomically, beside whatever checkpoints the user
+asked for).
 
 Each takes the run's ``link``: an object whose ``control`` is the ``RunControl`` of the launch in
 progress (made by the kernel just before the fork, so every rank sees its own launch's)."""

@@ -91,7 +91,9 @@ class Follower:
                     break
                 self._stop.wait(POLL_S)
         finally:
-            if self.own_view:
+            if self.own_view:  # the view ends saying how the run ended, as its journal says
+                self.view.progress.outcome = self.state.status if self.state.ended or \
+                    self.state.status == "gone" else None
                 self.view.finish(None)
             self.ended.set()
 

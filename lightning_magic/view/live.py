@@ -100,6 +100,7 @@ class Progress:
         self.epochs: list[tuple[int, float]] = []
         self.gpus: list[dict] = []
         self.ended = False
+        self.outcome: Optional[str] = None  # how the run ended, where the view is told it
         self._recent: deque = deque(maxlen=32)  # (time, samples, step)
         self._first: Optional[tuple[float, float]] = None  # (time, fraction) at the first step
         self._validation: set[str] = set()  # metrics whose last new value a validation gave

@@ -114,8 +114,8 @@ def _gpu_rows(gpus: list[dict]) -> str:
 def live_html(title: str, progress: Any) -> str:
     """The view while training: ``progress`` is a ``live.Progress``."""
     fraction = progress.fraction()
-    status = "finishing" if progress.ended else (
-        "running" if progress.step is not None else "starting")
+    status = progress.outcome or ("finishing" if progress.ended else (
+        "running" if progress.step is not None else "starting"))
     facts = progress.position()
     if progress.elapsed() is not None:
         facts.append(f"{duration(progress.elapsed())} elapsed")
@@ -129,7 +129,7 @@ def live_html(title: str, progress: Any) -> str:
         for name in chart_order(progress.metrics))
     percent = "" if fraction is None else f" {fraction * 100:.0f}%"
     return (f"<div class='lightning-magic-live' style='{BOX};color:{TEXT}'>"
-            f"<div><b>{escape(title)}</b> <span style='color:{MUTED}'>{status}</span></div>"
+            f"<div><b>{escape(title)}</b> <span style='color:{MUTED}'>{escape(status)}</span></div>"
             f"<div style='max-width:560px'>{_bar(fraction, width='85%')}{percent}</div>"
             f"<div>{escape(' · '.join(facts))}</div>"
             + (f"<div style='margin:2px 0'>{metrics}</div>" if metrics else "")

@@ -93,8 +93,7 @@ class Progress:
         self.now: Optional[float] = None
         self.max_epochs = self.max_steps = self.total_batches = self.batch_size = None
         self.epoch: Optional[int] = None
-        self.step: Optional[int] = None
-        self.batch: Optional[int] = None
+        self.step = self.batch = None  # Optional[int] each
         self.metrics: dict[str, float] = {}
         self.series: dict[str, _Series] = {}
         self.epochs: list[tuple[int, float]] = []

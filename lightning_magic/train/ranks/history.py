@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from .hooks import skip_idle_batch_hooks
@@ -44,11 +45,12 @@ class HistoryRecorder(Callback):
         self._flush()
         return self._rows
 
-    def _record(self, trainer: Any, stage: str, on_step: bool) -> None:
+    def _record(self, trainer: Any, stage: str) -> None:
+        """A row of the values logged on epoch (a validation run's, a training epoch's)."""
         self._flush()
         metrics = scalar_metrics(trainer.callback_metrics)
         row = {}
-        for name in _logged_names(trainer, on_step):
+        for name in _epoch_names(trainer):
             if name in metrics:
                 row[name] = metrics[name]
         if row:
@@ -73,18 +75,16 @@ class HistoryRecorder(Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not trainer.sanity_checking:
-            self._record(trainer, "validation", on_step=False)
+            self._record(trainer, "validation")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self._record(trainer, "epoch", on_step=False)
+        self._record(trainer, "epoch")
 
 
 def _step_values(trainer: Any) -> dict[str, Any]:
     """The values logged on this training step, by the name ``callback_metrics`` gives them
     (``name_step`` for a value logged on step and on epoch), as Lightning keeps them: detached
     tensors, never read back from their device here."""
-    import torch
-
     results = getattr(trainer, "_results", None)
     if results is None:
         return {}
@@ -99,8 +99,6 @@ def _step_values(trainer: Any) -> dict[str, Any]:
 def _as_floats(tensors: list[Any]) -> list[float]:
     """The one-element tensors as floats, each device's read back at once (a tensor subclass,
     such as a tensor-parallel run's DTensor, one by one, as ``.item()`` reads it)."""
-    import torch
-
     floats = [0.0] * len(tensors)
     by_device: dict[Any, list[int]] = {}
     for index, tensor in enumerate(tensors):
@@ -115,15 +113,12 @@ def _as_floats(tensors: list[Any]) -> list[float]:
     return floats
 
 
-def _logged_names(trainer: Any, on_step: bool) -> list[str]:
-    """The names the running loop's logged values have in ``callback_metrics``: a value logged
-    both on step and on epoch is there as ``name_step`` and ``name_epoch`` too."""
+def _epoch_names(trainer: Any) -> list[str]:
+    """The names in ``callback_metrics`` of the running loop's values logged on epoch (a value
+    logged on step too is there under its own name as well as ``name_epoch``)."""
     names = []
     for result in getattr(trainer, "_results", {}).values():
         meta = getattr(result, "meta", None)
-        if meta is None or (meta.on_step if on_step else meta.on_epoch) is False:
-            continue
-        both = meta.on_step and meta.on_epoch
-        names.append(f"{meta.name}_{'step' if on_step else 'epoch'}" if both and on_step
-                     else meta.name)
+        if meta is not None and meta.on_epoch is not False:
+            names.append(meta.name)
     return list(dict.fromkeys(names))

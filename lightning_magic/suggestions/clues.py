@@ -103,20 +103,15 @@ class Clues:
         if self.rank is None:
             return "The launcher"
         world = self.failure.world_size
-        if self.ranks:
-            return "Every rank" if len(self.ranks) == world else \
-                f"Ranks {_listed(self.ranks)} (of {world})"
+        several = _ranks_phrase(self.failure)
+        if several:
+            return several.capitalize() + ("" if several == "every rank" else f" (of {world})")
         return f"Rank {self.rank} (of {world})" if isinstance(world, int) and world > 1 else f"Rank {self.rank}"
 
     @property
     def on_rank(self) -> str:
         """' on rank 1' for titles, or nothing."""
         return on_ranks(self.failure)
-
-    @property
-    def ranks(self) -> tuple[int, ...] | None:
-        """The ranks that raised the same exception, when more than one did."""
-        return _several(self.failure)
 
     @property
     def headline(self) -> str:
@@ -234,15 +229,17 @@ def _listed(ranks: tuple[int, ...]) -> str:
     return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
 
 
-def _several(failure: Failure) -> tuple[int, ...] | None:
+def _ranks_phrase(failure: Failure) -> str | None:
+    """'every rank' or 'ranks 0 and 2' when more than one rank raised the same exception."""
     ranks = failure.ranks
-    return tuple(ranks) if ranks and len(ranks) > 1 else None
+    if not ranks or len(ranks) < 2:
+        return None
+    return "every rank" if len(ranks) == failure.world_size else f"ranks {_listed(tuple(ranks))}"
 
 
 def on_ranks(failure: Failure) -> str:
     """' on rank 1', ' on ranks 0 and 2', ' on every rank' for titles, or nothing."""
-    several = _several(failure)
+    several = _ranks_phrase(failure)
     if several:
-        return " on every rank" if len(several) == failure.world_size else \
-            f" on ranks {_listed(several)}"
+        return f" on {several}"
     return f" on rank {failure.rank}" if isinstance(failure.rank, int) else ""

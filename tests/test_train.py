@@ -257,6 +257,46 @@ trainer.fit(model, DataLoader(dataset, batch_size=1, sampler=many))
 '''
 
 
+DISPATCH_CELL = '''
+from lightning_magic.train.ranks import callbacks as magic_callbacks
+
+
+class Dispatched(pl.Callback):
+    """Per batch hook: the callbacks Lightning will call it on (it skips what is not callable)."""
+
+    def __init__(self):
+        self.callers = {}
+
+    def on_train_start(self, trainer, pl_module):
+        for hook in ("on_train_batch_start", "on_train_batch_end", "on_validation_batch_end"):
+            self.callers[hook] = [type(cb).__name__ for cb in trainer.callbacks
+                                  if isinstance(cb, magic_callbacks.MAGIC_CALLBACKS)
+                                  and callable(getattr(cb, hook, None))]
+        self.first_magic = next(type(cb).__name__ for cb in trainer.callbacks
+                                if isinstance(cb, magic_callbacks.MAGIC_CALLBACKS))
+
+
+dispatched = Dispatched()
+trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2,
+                     callbacks=[dispatched])
+trainer.fit(Regressor(), DataLoader(dataset, batch_size=4), DataLoader(dataset, batch_size=4))
+'''
+
+
+def test_the_magics_callbacks_cost_a_batch_one_hook_call(shell, no_orphans):
+    # Lightning enters a profiler context for every callback a hook is called on; the magic's
+    # per-batch work (history, events, heartbeat and stop) is one call a batch, behind the
+    # cell's own callbacks, and the run still records, reports and stops as before
+    result, _ = train(shell, "--accelerator cpu --devices 1", DISPATCH_CELL)
+    callers = shell.user_ns["dispatched"].callers
+    assert callers == {"on_train_batch_start": [], "on_train_batch_end": ["BatchHooks"],
+                       "on_validation_batch_end": ["BatchHooks"]}
+    assert shell.user_ns["dispatched"].first_magic == "BatchHooks"
+    run = result.result
+    assert [row["step"] for row in run.history if row["stage"] == "train"] == [1, 2, 3, 4]
+    assert run.status == "finished"
+
+
 def test_history_holds_every_steps_logged_values_as_callback_metrics_gave_them(shell, no_orphans):
     # 300 steps an epoch: the values of many steps become floats together, within an epoch and
     # at its end

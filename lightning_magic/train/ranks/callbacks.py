@@ -15,7 +15,7 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from .history import HistoryRecorder, scalar_metrics
-from .hooks import skip_idle_batch_hooks
+from .hooks import BatchHooks, skip_idle_batch_hooks
 from .saving import save_atomically, short_error
 
 
@@ -93,20 +93,21 @@ class RunSupervisor(Callback):
             self.stop_error = short_error(error)  # says RuntimeError): said, never hidden
 
     def on_validation_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
-        self.control.beat(trainer.global_rank)
-        # A stop during validation (or the sanity check) is taken at the same validation batch
-        # by every rank; no checkpoint is written in the middle of a validation loop.
-        if self.control.batch_done(trainer.global_rank):
-            raise StopRequested(f"stopped during validation at step {trainer.global_step}")
+        _evaluation_batch_done(self.control, trainer)
 
     def on_test_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
-        self.on_validation_batch_end(trainer)
+        _evaluation_batch_done(self.control, trainer)
 
     def on_predict_batch_end(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
-        self.on_validation_batch_end(trainer)
+        _evaluation_batch_done(self.control, trainer)
 
-    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:  # noqa: ANN001
-        self.control.beat(trainer.global_rank)
+
+def _evaluation_batch_done(control: Any, trainer: Any) -> None:
+    """A stop during validation (or the sanity check), test or predict is taken at the same batch
+    by every rank; no checkpoint is written in the middle of such a loop."""
+    control.beat(trainer.global_rank)
+    if control.batch_done(trainer.global_rank):
+        raise StopRequested(f"stopped during validation at step {trainer.global_step}")
 
 
 def _loss_of(outputs: Any) -> Optional[float]:
@@ -252,7 +253,7 @@ def last_checkpoint(space: Any, link: Any) -> LastCheckpoint:
     return _LAST[space.__name__](link)
 
 
-MAGIC_CALLBACKS = (HistoryRecorder, RunSupervisor, EventReporter, LastCheckpoint)
+MAGIC_CALLBACKS = (BatchHooks, HistoryRecorder, RunSupervisor, EventReporter, LastCheckpoint)
 
 
 def torch_threads() -> int:

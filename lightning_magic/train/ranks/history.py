@@ -97,14 +97,15 @@ def _step_values(trainer: Any) -> dict[str, Any]:
 
 
 def _as_floats(tensors: list[Any]) -> list[float]:
-    """The one-element tensors as floats, each device's read back at once (a tensor subclass,
-    such as a tensor-parallel run's DTensor, one by one, as ``.item()`` reads it)."""
+    """The one-element tensors as floats, each accelerator's read back at once (the CPU's, and a
+    tensor subclass such as a tensor-parallel run's DTensor, one by one, as ``.item()`` reads
+    them)."""
     floats = [0.0] * len(tensors)
     by_device: dict[Any, list[int]] = {}
     for index, tensor in enumerate(tensors):
-        if type(tensor) is torch.Tensor:
+        if type(tensor) is torch.Tensor and not tensor.is_cpu:
             by_device.setdefault(tensor.device, []).append(index)
-        else:
+        else:  # on the CPU .item() waits for nothing, and costs less than a stack's ops
             floats[index] = float(tensor.item())
     for indices in by_device.values():
         stacked = torch.stack([tensors[i].reshape(()).double() for i in indices])

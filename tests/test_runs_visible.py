@@ -69,6 +69,7 @@ async def test_a_training_run_is_listed_while_it_trains(fake_nvml, jp_fetch, jp_
         assert run["model"] == "Endless" and run["accelerator"] == "cpu"
         assert len(run["rank_pids"]) == 2 and run["status"] == "running"
         assert run["notebook_path"] == "train.ipynb"
+        assert run["max_epochs"] == 1000  # the card reads "epoch 0/999", as the cell does
 
         # the ranks, seen on a GPU by NVML, carry their kernel, run and rank
         fake_nvml.gpus[1].processes = [(pid, 3 * GIB) for pid in run["rank_pids"]]

@@ -452,3 +452,60 @@ def test_the_live_chart_is_drawn_as_the_final_one_is(ip):
     for name in ("val_loss", "val_acc", "train_loss"):
         assert polyline_vertices(live, name) == polyline_vertices(final, name), name
     assert polyline_vertices(live, "val_loss") == 3  # one point a validation
+
+
+def logged_on_epoch(epochs: int = 3, batches: int = 10, values=(0.9, 0.4, 0.6)):
+    """(events, history) of a module that logs ``epoch_loss`` on epoch only (``on_step=False,
+    on_epoch=True``), ``train_loss`` on step and ``val_loss`` each epoch, as rank 0 sends them:
+    step events carry ``callback_metrics``, where an epoch's ``epoch_loss`` is once the epoch
+    ended, so the first step event after that (the next epoch's first, or the one at the end of
+    training) brings it and the later ones carry it on unchanged. The history rows are those of
+    the same run: an ``epoch`` row per epoch, at the step it ended."""
+    sent = [{"kind": "start", "time": 0.0, "max_epochs": epochs, "total_batches": batches,
+             "world_size": 1, "batch_size": 8}]
+    rows, held, step = [], {}, 0
+    for epoch in range(epochs):
+        for batch in range(batches):
+            step += 1
+            held["train_loss"] = 1.0 / step
+            sent.append({"kind": "step", "time": float(step), "epoch": epoch, "step": step,
+                         "batch": batch, "samples": 8 * step, "metrics": dict(held)})
+            rows.append({"stage": "train", "epoch": epoch, "step": step,
+                         "train_loss": held["train_loss"]})
+        held["val_loss"] = 0.5 / (epoch + 1)
+        sent.append({"kind": "validation", "time": float(step), "epoch": epoch, "step": step,
+                     "metrics": dict(held)})
+        rows.append({"stage": "validation", "epoch": epoch, "step": step,
+                     "val_loss": held["val_loss"]})
+        held["epoch_loss"] = values[epoch]
+        rows.append({"stage": "epoch", "epoch": epoch, "step": step, "epoch_loss": values[epoch]})
+    sent.append({"kind": "step", "time": float(step), "epoch": epochs, "step": step,
+                 "batch": None, "samples": 8 * step, "metrics": dict(held)})
+    sent.append({"kind": "end", "time": float(step)})
+    return sent, rows
+
+
+def chart_of(svg: str, name: str) -> str:
+    return next(p for p in svg.split("</svg>") if f"<title>{name}</title>" in p)
+
+
+def test_a_metric_logged_on_epoch_is_drawn_live_as_in_the_final_chart(ip):
+    """A value logged on epoch only was charted live at every step event that carried it: a
+    staircase, where the summary's chart joins one point an epoch, at the step the epoch ended."""
+    sent, rows = logged_on_epoch()
+    view = LiveView("Training Regressor", min_interval=0.0, clock=Clock())
+    with capture_output() as captured:
+        view.start()
+        for event in sent:
+            view.update(event)
+            if (event.get("epoch"), event.get("batch")) == (2, 4):  # two epochs ended so far
+                during = svg_of(html_outputs(captured)[-1].data["text/html"])
+        live = svg_of(html_outputs(captured)[-1].data["text/html"])
+        view.close()
+    final = render_chart_svg(rows)
+    assert chart_of(live, "epoch_loss") == chart_of(final, "epoch_loss")  # the same chart
+    assert polyline_vertices(final, "epoch_loss") == 3  # one point an epoch
+    assert chart_of(final, "epoch_loss").count("<circle") == 3
+    for name in ("train_loss", "val_loss"):
+        assert polyline_vertices(live, name) == polyline_vertices(final, name), name
+    assert polyline_vertices(during, "epoch_loss") == 2  # one point an epoch, never a step

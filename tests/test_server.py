@@ -15,9 +15,11 @@ import pytest
 from support.nvml_standin import GIB
 from traitlets.config import Config
 
+from support.runs import state
 from support.servers import SCHEMA, get_json, server_config
 
 from lightning_magic import readings
+from lightning_magic.readings.runs import PublishedRun
 from lightning_magic.server.config import GpuStatus
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -107,6 +109,26 @@ async def test_requests_share_one_reading_whatever_their_number(fake_nvml, jp_fe
 
     assert {body["timestamp"] for body in bodies} == {first["timestamp"]}
     assert fake_nvml.device_calls() == calls
+
+
+async def test_a_run_file_written_before_a_request_is_in_its_answer(nvml_missing, jp_fetch):
+    """The panel's run card follows the cell: no listing of the runs older than the request is
+    served, to one request or to many at once."""
+    run = PublishedRun(state(max_epochs=300), min_interval=0.0)  # in the server's runtime dir
+    run.publish()
+    try:
+        for epoch in range(1, 6):
+            run.update(epoch=epoch, step=10 * epoch, metrics={"train_loss": 1 / epoch})
+            [listed] = (await get_json(jp_fetch))["runs"]
+            assert (listed["epoch"], listed["step"]) == (epoch, 10 * epoch)
+            assert listed["max_epochs"] == 300
+            assert listed["metrics"] == {"train_loss": 1 / epoch}
+        run.update(epoch=6, step=60)
+        bodies = await asyncio.gather(*(get_json(jp_fetch) for _ in range(10)))
+        assert [body["runs"][0]["step"] for body in bodies] == [60] * 10
+    finally:
+        run.remove()
+    assert (await get_json(jp_fetch))["runs"] == []
 
 
 @pytest.mark.parametrize("jp_server_config", [server_config(checkpoint_root="/srv/ckpt")])

@@ -24,6 +24,9 @@ from support.lab import (  # noqa: F401 - fixtures
     wait_for_idle_kernel,
 )
 from support.lab import screenshot as _screenshot
+from support.runs import state
+
+from lightning_magic.readings.runs import PublishedRun
 
 PANEL_ID = "lightning-magic-gpu-panel"
 PANEL = f"#{PANEL_ID}"
@@ -184,6 +187,30 @@ SPLASH_FADING = """document.addEventListener('DOMContentLoaded', () => {
     if (splash && splash.classList.contains('splash-fade')) window.__splashFading = true;
   }).observe(document.body, {subtree: true, attributes: true, attributeFilter: ['class']});
 });"""
+
+
+def test_a_run_card_reads_as_the_cell_and_follows_its_run(page, lab):
+    """A kernel's run file, as PublishedRun writes it in the server's runtime directory: its card
+    writes the epoch as the cell's view does ("epoch 33/299" of max_epochs=300), and shows each
+    update the kernel writes."""
+    from playwright.sync_api import expect
+
+    page, requests = page
+    tab, panel = _open_panel(page)
+    run = PublishedRun(state("browser-card", max_epochs=300, epoch=33, step=1200),
+                       str(lab.home / "runtime"), min_interval=0.0)
+    run.publish()
+    runs = _card(panel, "Training runs")
+    try:
+        progress = runs.locator(".lmagic-Run-progress")
+        expect(progress).to_have_text(re.compile(r"^epoch 33/299 · step 1200 · since "))
+        run.update(epoch=34, step=1236)
+        expect(progress).to_have_text(re.compile(r"^epoch 34/299 · step 1236 · since "))
+    finally:
+        run.remove()
+    expect(runs).to_have_count(0)
+    tab.click()
+    expect(panel).to_be_hidden()
 
 
 def test_a_theme_change_waits_for_the_splash_to_leave(lab, browser):

@@ -3,6 +3,7 @@ import * as React from 'react';
 import { CoreStrip, Meter, Sparkline } from './charts';
 import {
   baseName,
+  epochText,
   formatClock,
   formatClockTime,
   formatGiB,
@@ -335,8 +336,7 @@ export function runWhere(run: IRun): string {
 export function runProgress(run: IRun): string {
   const parts: string[] = [];
   if (isReported(run.epoch)) {
-    // Lightning's current_epoch, as its checkpoint names and the notebook's view write it
-    parts.push(`epoch ${run.epoch}`);
+    parts.push(epochText(run.epoch, run.max_epochs));
   }
   if (isReported(run.step)) {
     parts.push(`step ${run.step}`);

@@ -79,6 +79,19 @@ export function formatClockTime(ms: number): string {
     .join(':');
 }
 
+/**
+ * An epoch as Lightning names it, written as the notebook's view writes it (the package's
+ * `view.render.epoch_text`): its index (`trainer.current_epoch`), and the last index when there
+ * is a limit, "epoch 33/299" for the 34th of `max_epochs=300`. After the last epoch Lightning's
+ * count moves past the end; the text stays on the last, as the view's does.
+ */
+export function epochText(epoch: number, maxEpochs?: number | null): string {
+  if (!isReported(maxEpochs) || maxEpochs <= 0) {
+    return `epoch ${epoch}`;
+  }
+  return `epoch ${Math.min(epoch, maxEpochs - 1)}/${maxEpochs - 1}`;
+}
+
 /** "2 s", "0.5 s", "1 min", "1 min 30 s". */
 export function formatSeconds(ms: number): string {
   const seconds = ms / 1000;

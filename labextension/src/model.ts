@@ -12,8 +12,10 @@ import { IGpuStatus } from './types';
  * recent history that sparklines draw).
  *
  * The poll asks for readings only while at least one view is visible and the browser tab is
- * shown. On errors it backs off exponentially, up to `maxBackoff`, and returns to the set
- * interval after the first success.
+ * shown. While a reading lists active training runs, it asks every `RUNS_INTERVAL_MS` (or the
+ * set interval, if shorter), so a run's card follows the notebook's view; with no runs it goes
+ * back to the set interval. On errors it backs off exponentially, up to `maxBackoff`, and
+ * returns to its interval after the first success.
  */
 export class GpuStatusModel {
   constructor(options: GpuStatusModel.IOptions) {
@@ -21,18 +23,22 @@ export class GpuStatusModel {
     this._now = options.now ?? (() => Date.now());
     this._history = new History(options.historyMs ?? GpuStatusModel.HISTORY_MS);
     this._maxBackoff = options.maxBackoff ?? GpuStatusModel.MAX_BACKOFF_MS;
+    this._interval = options.interval ?? GpuStatusModel.INTERVAL_MS;
     this._poll = new Poll<IGpuStatus, unknown, 'standby'>({
       auto: false,
-      factory: () => this._fetch(),
-      frequency: this._frequency(
-        options.interval ?? GpuStatusModel.INTERVAL_MS
-      ),
+      factory: async () => {
+        const reading = await this._fetch();
+        // Before the poll schedules the next request, which waits this long.
+        this._poll.frequency = this._frequency(this._pollInterval(reading));
+        return reading;
+      },
+      frequency: this._frequency(this._interval),
       linger: 0,
       name: 'lightning-magic:gpu-status',
       standby: () => (this._visibleViews.size === 0 ? true : 'when-hidden')
     });
     // The constructor raises `max` to at least 30 s; the setter takes it as given.
-    this._poll.frequency = this._frequency(this._poll.frequency.interval);
+    this._poll.frequency = this._frequency(this._interval);
     this._poll.ticked.connect(this._onTicked, this);
   }
 
@@ -50,9 +56,9 @@ export class GpuStatusModel {
     return this._poll;
   }
 
-  /** Milliseconds between readings while all is well. */
+  /** The set milliseconds between readings (while all is well and no run is active). */
   get interval(): number {
-    return this._poll.frequency.interval;
+    return this._interval;
   }
   set interval(ms: number) {
     if (!(ms >= GpuStatusModel.MIN_INTERVAL_MS)) {
@@ -63,12 +69,20 @@ export class GpuStatusModel {
     if (ms === this.interval) {
       return;
     }
-    this._poll.frequency = this._frequency(ms);
+    this._interval = ms;
+    this._poll.frequency = this._frequency(
+      this._pollInterval(this._state.reading)
+    );
     this._stateChanged.emit();
     if (this.isActive) {
       // Without this, the change would wait for the tick scheduled with the old interval.
       void this._poll.refresh();
     }
+  }
+
+  /** Milliseconds between readings now: the set interval, or less while runs are active. */
+  get pollInterval(): number {
+    return this._poll.frequency.interval;
   }
 
   /** How far back the history reaches, in ms. */
@@ -124,6 +138,12 @@ export class GpuStatusModel {
     this._visibleViews.clear();
     this._poll.dispose();
     Signal.clearData(this);
+  }
+
+  private _pollInterval(reading: IGpuStatus | null): number {
+    return reading && reading.runs.length > 0
+      ? Math.min(this._interval, GpuStatusModel.RUNS_INTERVAL_MS)
+      : this._interval;
   }
 
   private _frequency(interval: number): IPoll.Frequency {
@@ -206,6 +226,7 @@ export class GpuStatusModel {
   private _now: () => number;
   private _history: History;
   private _maxBackoff: number;
+  private _interval: number;
   private _poll: Poll<IGpuStatus, unknown, 'standby'>;
   private _visibleViews = new Set<object>();
   private _isDisposed = false;
@@ -222,6 +243,11 @@ export class GpuStatusModel {
 export namespace GpuStatusModel {
   /** Default time between readings. */
   export const INTERVAL_MS = 2000;
+  /**
+   * Time between readings while a run is active: how often a kernel rewrites its run's file
+   * (`lightning_magic.readings.runs.UPDATE_INTERVAL_S`).
+   */
+  export const RUNS_INTERVAL_MS = 1000;
   /** The shortest interval the model accepts. */
   export const MIN_INTERVAL_MS = 500;
   /** Default longest wait between tries while the server fails. */

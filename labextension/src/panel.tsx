@@ -28,7 +28,7 @@ export class GpuStatusPanel extends VDomRenderer<GpuStatusModel> {
       <GpuStatusView
         state={model.state}
         series={key => model.series(key)}
-        interval={model.interval}
+        interval={model.pollInterval}
         historyMs={model.historyMs}
       />
     );

@@ -143,6 +143,8 @@ export interface IRun {
   devices?: unknown;
   /** Lightning's current_epoch (counted from 0). */
   epoch?: number | null;
+  /** The fit's max_epochs; null when it has no epoch limit. */
+  max_epochs?: number | null;
   step?: number | null;
   metrics?: { [name: string]: unknown } | null;
   started?: number | null;

@@ -247,7 +247,7 @@ _RUN_FIELDS: dict[str, tuple[Check, str]] = {
     "num_processes": (_whole, "field"),
     "started": (lambda v: v if type(v) in (int, float) else _BAD, "run"),
     "model": (_text(256), "run"),
-    "epoch": (_or_null(_whole), "null"),
+    "epoch": (_or_null(_whole), "null"), "max_epochs": (_or_null(_whole), "null"),
     "step": (_or_null(_whole), "null"),
     "metrics": (_metrics, "run"),
     "status": (_text(64), "run"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import time
+from typing import Optional
 
 import psutil
 from jupyter_core.utils import ensure_async
@@ -23,8 +23,6 @@ from tornado import web
 from ..readings import Sampler
 from ..readings.runs import list_runs
 from .config import GpuStatus
-
-RUNS_TTL_S = 1.0  # how long a listing of the active runs is reused
 
 AUTH_RESOURCE = "lightning_magic:gpu-status"
 SETTINGS_KEY = "lightning_magic_gpu_status"
@@ -41,22 +39,28 @@ class GpuStatusEndpoint:
         self._encoded = b""
         self._view_for: tuple | None = None
         self._view: tuple[list[dict], list[dict]] = ([], [])
-        self._runs: list[dict] = []
-        self._runs_at = float("-inf")
+        self._listing: Optional[asyncio.Future] = None  # the listing under way
+        self._next: Optional[asyncio.Future] = None     # the one that starts after it
 
     async def runs(self) -> list[dict]:
-        """The active ``%%lightning_train`` runs, read off the event loop, at most once a second."""
-        if time.monotonic() - self._runs_at > RUNS_TTL_S:
-            self._runs_at = time.monotonic()  # concurrent requests reuse the list meanwhile
-            loop = asyncio.get_running_loop()
-            try:
-                self._runs = await loop.run_in_executor(None, functools.partial(
-                    list_runs, show_other_users=self.config.show_other_users_processes))
-            except Exception:  # the readings must still be served
-                self.config.log.warning("Could not list the active runs", exc_info=True)
-                self._runs = []
-            self._runs_at = time.monotonic()
-        return self._runs
+        """The active ``%%lightning_train`` runs, read off the event loop after the request came:
+        a run file written before a request is in its answer. Requests that come while a listing
+        is under way share the next one, which starts when that one ends."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._list_runs(self._listing))
+        return await asyncio.shield(self._next)
+
+    async def _list_runs(self, previous: Optional[asyncio.Future]) -> list[dict]:
+        if previous is not None:
+            await asyncio.wait([previous])
+        self._listing, self._next = self._next, None  # later requests wait for the next one
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, functools.partial(
+                list_runs, show_other_users=self.config.show_other_users_processes))
+        except Exception:  # the readings must still be served
+            self.config.log.warning("Could not list the active runs", exc_info=True)
+            return []
 
     async def reading(self) -> dict:
         """The sampler's latest reading; waits (off the event loop) for the first one."""

@@ -5,7 +5,7 @@ psutil, run files), starts a process or imports torch; the callers hand it the e
 ``TrainingRun`` or the reading to show.
 
 - ``live``: the view a run updates in place while it trains (HTML in a notebook, a line in a
-  terminal).
+  terminal); ``progress``: what its events said so far, and the points its live chart draws.
 - ``origin``: the cell a view's outputs belong to, whichever thread or cell sends them.
 - ``render``: the run's summary (the run's own rows) and the text forms.
 - ``charts``: a run's metrics as SVG, one fixed-size chart per metric; ``ticks``: round axis

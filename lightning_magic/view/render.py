@@ -112,7 +112,7 @@ def _gpu_rows(gpus: list[dict]) -> str:
 
 
 def live_html(title: str, progress: Any) -> str:
-    """The view while training: ``progress`` is a ``live.Progress``."""
+    """The view while training: ``progress`` is a ``progress.Progress``."""
     fraction = progress.fraction()
     status = progress.outcome or ("finishing" if progress.ended else (
         "running" if progress.step is not None else "starting"))

@@ -124,6 +124,54 @@ describe('GpuStatusModel', () => {
       expect(fake.fetch).toHaveBeenCalledTimes(3);
     });
 
+    it('reads every second while runs are active, and at its interval again when none', async () => {
+      model.dispose();
+      model = new GpuStatusModel({ fetch: fake.fetch, interval: 5000 });
+      const withRuns = (runs: number) => {
+        let timestamp = 1800000000;
+        fake.answerWith(() =>
+          readingJson({
+            timestamp: timestamp++,
+            runs: Array.from({ length: runs }, (_, i) => ({ run_id: `r${i}` }))
+          })
+        );
+      };
+      const callsAfter = async (ms: number) => {
+        const before = fake.fetch.mock.calls.length;
+        await vi.advanceTimersByTimeAsync(ms);
+        return fake.fetch.mock.calls.length - before;
+      };
+      model.setVisible(view, true);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(fake.fetch).toHaveBeenCalledTimes(1);
+      expect(model.pollInterval).toBe(5000);
+
+      withRuns(1);
+      expect(await callsAfter(5000)).toBe(1); // the reading that lists the run
+      expect(model.pollInterval).toBe(GpuStatusModel.RUNS_INTERVAL_MS);
+      expect(await callsAfter(999)).toBe(0);
+      expect(await callsAfter(1)).toBe(1);
+      expect(await callsAfter(4000)).toBe(4);
+      expect(model.interval).toBe(5000); // the setting is unchanged
+
+      withRuns(0);
+      expect(await callsAfter(1000)).toBe(1); // the reading that lists none
+      expect(model.pollInterval).toBe(5000);
+      expect(await callsAfter(4999)).toBe(0);
+      expect(await callsAfter(1)).toBe(1);
+      expect(await callsAfter(20000)).toBe(4);
+    });
+
+    it('keeps a set interval shorter than a second while runs are active', async () => {
+      fake.answerWith(() => readingJson({ runs: [{ run_id: 'r' }] }));
+      model.interval = 500;
+      model.setVisible(view, true);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(model.pollInterval).toBe(500);
+      model.interval = 3000;
+      expect(model.pollInterval).toBe(GpuStatusModel.RUNS_INTERVAL_MS);
+    });
+
     it('refuses an interval below the minimum', () => {
       expect(() => (model.interval = 10)).toThrow(/at least 500 ms; got 10/);
       expect(() => (model.interval = Number.NaN)).toThrow(/at least 500 ms/);

@@ -209,6 +209,21 @@ describe('GpuStatusView', () => {
     );
   });
 
+  it('writes the epoch of a run with its limit, as the notebook view does', () => {
+    const progress = (epoch: number, max_epochs: number | null) =>
+      card(
+        withReading(
+          readingJson({ runs: [{ run_id: 'r3', epoch, max_epochs, step: 7 }] })
+        ),
+        'Training runs'
+      ).querySelector('.lmagic-Run-progress')!.textContent;
+    // Lightning's RichProgressBar: the 34th epoch of max_epochs=300
+    expect(progress(33, 300)).toBe('epoch 33/299 · step 7');
+    expect(progress(0, 1)).toBe('epoch 0/0 · step 7');
+    expect(progress(300, 300)).toBe('epoch 299/299 · step 7'); // past the end: the last
+    expect(progress(33, null)).toBe('epoch 33 · step 7'); // no epoch limit
+  });
+
   it('names a run by its model, devices and notebook', () => {
     const host = withReading(
       readingJson({

@@ -146,7 +146,8 @@ class Launch:
                  "rank_pids": [], "devices": resolved.trainer_devices(),
                  "accelerator": resolved.accelerator, "num_processes": self.world_size,
                  "started": time.time(), "model": type(self.model).__name__, "epoch": 0,
-                 "step": 0, "metrics": {}, "status": "running", "ckpt_dir": self.session.ckpt_dir}
+                 "step": 0, "metrics": {}, "status": "running", "ckpt_dir": self.session.ckpt_dir,
+                 "max_epochs": _limit(getattr(self.trainer, "max_epochs", None))}
         published = PublishedRun(state)
         try:
             published.publish()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Optional
 
+from . import index
 from .journal import Journal, history_row
 from .stop_button import StopButton
 
@@ -54,6 +55,8 @@ class BackgroundRun:
         self._callbacks_lock = threading.Lock()
         self.detached: Any = None             # the supervisor of a --detach run (its pid)
         self.journal = Journal.of_launch(launch)  # in the run's folder, beside its checkpoints
+        if self.journal.writing:  # named in the index: attach finds it wherever its folder is
+            index.add(self.id, self.journal.path)
         launch.pump.handlers += [self._on_event, self.journal.event]  # before the ranks send
 
     # -- the run -------------------------------------------------------------------------------

@@ -209,3 +209,17 @@ def test_a_detached_run_that_stalls_after_a_restart_is_ended_by_its_timeout(kern
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"
 
+
+def test_a_detached_run_is_stopped_with_its_checkpoint_once_it_has_run_its_timeout(kernel):
+    out = kernel.ok(f"{DETACHED} --max-epochs -1 --timeout 30\nmodel = Beacon()\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.detached.pid)")
+    procs = processes_of(int(out.split()[-1]))
+    ended = kernel.ok("import os\nrun.join(timeout=300)\nrecord = run.record\n"
+                      "print(record.status, record.last_model_path is not None and "
+                      "os.path.exists(record.last_model_path), record.global_step > 0)\n"
+                      "print(record.report.title)")
+    status, saved, trained, title = ended.split(maxsplit=3)
+    assert (status, saved, trained) == ("timeout", "True", "True"), ended
+    assert "stalled" not in title, "no rank stalled: the run reached its bound"
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"

@@ -206,3 +206,25 @@ def test_a_kernel_shut_down_mid_run_leaves_no_rank_behind(tmp_path, kernel_env):
         assert not alive, f"processes outlived their kernel: {[p.pid for p in alive]}"
     finally:
         own.close()
+
+
+@pytest.mark.parametrize("detach", ["", " --detach"])
+def test_a_run_that_fails_before_any_checkpoint_leaves_no_run_folder_nor_journal(kernel, detach):
+    """No logger: nothing but the magic's own files would be left (a logger's are kept, as in
+    plain Lightning)."""
+    kernel.ok("class Broken(Beacon):\n    def training_step(self, batch, batch_idx):\n"
+              "        raise ValueError('broken step')")
+    out = kernel.ok(f"%%lightning_train --background{detach} --accelerator cpu --devices 2 "
+                    "--max-epochs 1 --logger none\nbroken = Broken()\n"
+                    "run = pl.Trainer().fit(broken, loader)\n"
+                    "print(run.journal.path)")
+    path = out.split()[-1]  # journaled while it ran (the run may be over and back already)
+    failed = kernel.execute("run.wait()")
+    reply = kernel.reply(failed)
+    assert reply["status"] == "error" and reply["ename"] == "TrainingFailed"
+    assert "broken step" in kernel.ok("print(run.report.what_happened)")
+    assert not os.path.exists(path), "a journal with nothing to attach to is kept"
+    assert not os.path.exists(os.path.dirname(path)), "the failed run left its run folder"
+    indexed = kernel.ok("from lightning_magic.background import index\n"
+                        "print(run.id in index.indexed())")
+    assert indexed.strip() == "False"

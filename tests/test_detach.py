@@ -16,6 +16,7 @@ from support.jupyter_kernels import fifo_reader, package_kernel, wait_for
 from support.kernels import BEACON_SETUP
 from support.runs import dead_pid
 
+from lightning_magic.readings.runs import list_runs
 from lightning_magic.train.launch.leftovers import KEEPER, PREFIX, remove_stale
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,11 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return left
 
 
+def registered(ident: str):
+    """The run's card as the server reads the run registry (``/gpu-status`` ``runs``)."""
+    return next((run for run in list_runs() if run["run_id"] == ident), None)
+
+
 def processes_of(pid: int) -> list[psutil.Process]:
     supervisor = psutil.Process(pid)
     return [supervisor] + supervisor.children(recursive=True)
@@ -89,8 +95,14 @@ def test_a_detached_run_survives_a_restart_ends_by_itself_and_its_weights_load(k
     kernel_pid = kernel.km.provisioner.process.pid
     assert all(kernel_pid not in [p.pid for p in proc.parents()] for proc in procs)
 
+    card = registered(ident)
+    assert card is not None and card["pid"] == int(pid), "the supervisor owns the run's card"
     restart(kernel)
     assert len(alive(procs)) == len(procs), "the restart ended the detached run"
+    card = registered(ident)
+    assert card is not None, "the card of a run that trains on went with its kernel"
+    assert card["pid"] == int(pid) and card["status"] == "running"
+    assert len(card["rank_pids"]) == 2 and set(card["rank_pids"]) <= {p.pid for p in procs}
     listed = kernel.execute("%lightning_runs")
     assert kernel.reply(listed)["status"] == "ok"
     row = next(line for line in kernel.value(listed).splitlines() if line.startswith(ident))
@@ -107,6 +119,7 @@ def test_a_detached_run_survives_a_restart_ends_by_itself_and_its_weights_load(k
     status, finished, loaded, steps = done.split()
     assert (status, finished, loaded) == ("finished", "True", "True")
     assert int(steps) == 256 // 8 // 2, "the checkpoint of the run's end"
+    assert registered(ident) is None, "the card of an ended run is gone"
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the detached run: {[p.pid for p in left]}"
 
@@ -193,5 +206,20 @@ def test_a_detached_run_that_stalls_after_a_restart_is_ended_by_its_timeout(kern
     ended = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
                       "print(found.wait(timeout=240).status)")
     assert ended.split()[-1] == "timeout"
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"
+
+
+def test_a_detached_run_is_stopped_with_its_checkpoint_once_it_has_run_its_timeout(kernel):
+    out = kernel.ok(f"{DETACHED} --max-epochs -1 --timeout 30\nmodel = Beacon()\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.detached.pid)")
+    procs = processes_of(int(out.split()[-1]))
+    ended = kernel.ok("import os\nrun.join(timeout=300)\nrecord = run.record\n"
+                      "print(record.status, record.last_model_path is not None and "
+                      "os.path.exists(record.last_model_path), record.global_step > 0)\n"
+                      "print(record.report.title)")
+    status, saved, trained, title = ended.split(maxsplit=3)
+    assert (status, saved, trained) == ("timeout", "True", "True"), ended
+    assert "stalled" not in title, "no rank stalled: the run reached its bound"
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"

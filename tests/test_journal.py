@@ -234,3 +234,58 @@ def test_a_journal_longer_than_one_look_is_read_to_its_end_when_first_opened(tmp
     records = JournalFile(str(path)).read_all()
     assert records[-1] == {"kind": "status", "status": "finished"}
     assert len(records) == MAX_READ // len(note) + 12
+
+
+# -- the index of run journals: attach finds a run wherever its folder is ------------------------
+def test_the_index_of_run_journals_lists_only_entries_that_pass_its_checks(tmp_path, monkeypatch):
+    from lightning_magic.background import index
+
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for run_id in ("good", "linked", "other", "gone", "big", "fifo", "dots"):
+        (folder / f"journal-{run_id}.jsonl").write_text("{}\n")
+        index.add(run_id, str(folder / f"journal-{run_id}.jsonl"))
+    entries = tmp_path / "data" / "lightning_magic" / "runs"
+    (folder / "journal-gone.jsonl").unlink()
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    (real / "journal-linked.jsonl").write_text("{}\n")
+    (tmp_path / "via").symlink_to(real)  # a path through a symlink is not followed
+    (entries / "linked.json").write_text(json.dumps({"journal": str(tmp_path / "via" /
+                                                                     "journal-linked.jsonl")}))
+    (entries / "other.json").write_text(json.dumps({"journal": str(folder / "journal-good.jsonl")}))
+    (entries / "big.json").write_text(json.dumps({"journal": str(folder / "journal-big.jsonl"),
+                                                  "pad": "x" * index.MAX_BYTES}))
+    (entries / "fifo.json").unlink()
+    os.mkfifo(entries / "fifo.json")
+    (entries / "dots.json").write_text(json.dumps({"journal": str(folder / ".." / "run" /
+                                                                   "journal-dots.jsonl")}))
+    (entries / "bad name!.json").write_text(json.dumps({"journal": "/etc/passwd"}))
+    assert index.indexed() == {"good": str(folder / "journal-good.jsonl")}
+    assert not (entries / "gone.json").exists(), "the entry of a journal that is gone is removed"
+
+
+@pytest.mark.slow
+def test_a_run_whose_trainer_has_its_own_default_root_dir_is_found_from_a_new_kernel(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))  # the kernel's too
+    (tmp_path / "notebook").mkdir()
+    own = tmp_path / "own_root"
+    kernel = package_kernel(str(tmp_path / "notebook"), SETUP)
+    try:
+        out = kernel.ok("%%lightning_train --background --accelerator cpu --devices 1 "
+                        f"--max-epochs 1\nmodel = Beacon()\nrun = pl.Trainer(default_root_dir="
+                        f"{str(own)!r}).fit(model, loader)\nrun.wait()\n"
+                        "print(run.id, run.journal.path)")
+        ident, path = out.split()[-2:]
+        assert path.startswith(str(own)), "the journal is beside the run's checkpoints"
+        kernel.restart(SETUP)
+        found = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident[:8]!r})"
+                          "\nfound.wait(timeout=120)\nfresh = Beacon()\n"
+                          "print(type(found).__name__, found.status, found.load_into(fresh))")
+        kind, status, loaded = found.split()[-3:]
+        assert (kind, status) == ("JournalRun", "finished")
+        assert loaded.startswith(str(own)), "its checkpoint, where Lightning placed it"
+    finally:
+        kernel.close()

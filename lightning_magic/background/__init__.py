@@ -17,6 +17,7 @@ ranks, and results come back on the kernel's main thread, between cells (IPython
   as the hostile input any file on disk is; ``follow``: a live view kept up with a journal;
   ``attach``: ``lightning_magic.attach(ID)`` for this kernel's runs and runs found on disk (a
   ``JournalRun``), and the runs still running on disk that ``%lightning_runs`` lists;
+  ``index``: where each run's journal is, so ``attach`` finds a run wherever its folder is;
   ``weights``: ``run.load_into(model)``.
 - ``detach``: the kernel's side of a ``--detach`` run, whose events reach it through its journal.
 """

@@ -3,7 +3,8 @@ from its journal in the cell that asks, then following the run while it goes on.
 
 A run of this kernel is found among its runs and its handle (``BackgroundRun``) is returned. A
 run found only on disk (another kernel's, or one from before a restart) is looked for under the
-checkpoint root, and a ``JournalRun`` is returned: what its journal says (``status``,
+checkpoint root and in the index of run journals (``index``: a run whose Trainer put its folder
+elsewhere), and a ``JournalRun`` is returned: what its journal says (``status``,
 ``metrics``, ``history``, ``notes``), ``done()``, ``wait()`` and ``load_into(model)``. A journal
 whose writer is gone without saying how the run ended is a run whose status is ``"gone"``.
 """
@@ -18,6 +19,7 @@ from IPython.core.error import UsageError
 
 from .journal import PREFIX, SUFFIX
 from .follow import Follower
+from .index import index_dir, indexed
 from .journal_reading import JournalState
 
 _IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -48,7 +50,8 @@ def on_disk(ident: str, cwd: Optional[str] = None, show: bool = True) -> Journal
     if len(named) != 1:
         what = "names several runs" if named else "is no run of this kernel nor on disk"
         known = ", ".join(sorted(set(found) | {run.id for run in RUNS.all})) or "none"
-        raise UsageError(f"{ident!r} {what}; runs with a journal under {_root(cwd)}: {known}.")
+        raise UsageError(f"{ident!r} {what}; runs with a journal on disk (under {_root(cwd)}, "
+                         f"or indexed in {index_dir()}): {known}.")
     follower = Follower(found[named[0]], None)
     follower.start(show=show)
     return JournalRun(follower)
@@ -73,12 +76,13 @@ def _root(cwd: Optional[str]) -> str:
 
 
 def journals(cwd: Optional[str] = None) -> dict[str, str]:
-    """``{run id: journal path}`` of every journal in a run folder under the checkpoint root."""
-    root, found = _root(cwd), {}
+    """``{run id: journal path}`` of every journal in a run folder under the checkpoint root,
+    and of those the index names (a run folder elsewhere)."""
+    root, found = _root(cwd), indexed()
     try:
         folders = [os.path.join(root, name) for name in os.listdir(root)]
     except OSError:
-        return {}
+        return found
     for folder in folders:
         try:
             names = os.listdir(folder) if os.path.isdir(folder) else []

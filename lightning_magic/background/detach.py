@@ -1,7 +1,10 @@
 """The kernel's side of a ``--detach`` run: its ranks are started by a supervisor that left the
 kernel's session (``train``'s ``Detached``), which writes the run's events and its end into the
-journal; the kernel's live view, history and published state follow that journal
-(``Follower``), as a new kernel's would after a restart."""
+journal; the kernel's live view and history follow that journal (``Follower``), as a new
+kernel's would after a restart. The run's file in the run registry (``readings.runs``: the
+server's ``/gpu-status`` ``runs``, the panel's card) is the supervisor's from its start: it names
+the supervisor's pid, so it stays while the run trains past a restart of its kernel and goes when
+the run ends; the kernel no longer writes it."""
 
 from __future__ import annotations
 
@@ -24,10 +27,19 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
         import psutil
 
         held["journal"] = journal = Journal(path)  # its own handle, its own lock
-        journal.write("supervisor", pid=pid, pid_started=psutil.Process(pid).create_time())
-        return [journal.event]
+        started = psutil.Process(pid).create_time()
+        journal.write("supervisor", pid=pid, pid_started=started)
+        if launch.published is not None:
+            launch.published.state.update(pid=pid, pid_started=started)
+            try:
+                launch.published.publish()  # the kernel's file, now naming the supervisor
+            except OSError:
+                launch.published = None
+        return [journal.event] + ([launch._registry_update] if launch.published else [])
 
     def on_end(outcome: Any) -> None:  # in the supervisor
+        if launch.published is not None:
+            launch.published.remove()  # before the journal says the run ended
         last = launch.session.last_checkpoint()
         best = getattr(outcome.worker_output, "best_model_path", None)
         held["journal"].status(outcome.status,
@@ -37,6 +49,7 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
 
     detached = Detached(run._launcher, function, args, kwargs, run.trainer, launch, run._button,
                         on_start, on_end)
-    handlers = [run._on_event] + ([launch._registry_update] if launch.published else [])
-    Follower(path, view=launch.view, handlers=handlers).start()
+    if detached.pid:  # the supervisor has the registry file from here on
+        launch.published = None
+    Follower(path, view=launch.view, handlers=[run._on_event]).start()
     return detached

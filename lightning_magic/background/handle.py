@@ -24,9 +24,12 @@ In the manner of ``concurrent.futures.Future`` (and ipyparallel's ``AsyncResult`
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from typing import Any, Optional
 
+from . import index
 from .journal import Journal, history_row
 from .stop_button import StopButton
 
@@ -54,6 +57,8 @@ class BackgroundRun:
         self._callbacks_lock = threading.Lock()
         self.detached: Any = None             # the supervisor of a --detach run (its pid)
         self.journal = Journal.of_launch(launch)  # in the run's folder, beside its checkpoints
+        if self.journal.writing:  # named in the index: attach finds it wherever its folder is
+            index.add(self.id, self.journal.path)
         launch.pump.handlers += [self._on_event, self.journal.event]  # before the ranks send
 
     # -- the run -------------------------------------------------------------------------------
@@ -213,7 +218,26 @@ class BackgroundRun:
                 self._delivered.set()
                 if self.record is not None:
                     self.journal.result(self.record)
+            self._drop_if_empty()
             self._tell(when)
+
+    def _drop_if_empty(self) -> None:
+        """A run that did not end well and left no checkpoint has nothing to attach to or load
+        (its report is in the kernel): its journal goes, with a detached run's output file, then
+        its folder if nothing else is in it, as a failed foreground run leaves no run folder."""
+        record, session = self.record, self._launch.session
+        if record is None or record.ok or self.journal.path is None or any(
+                path and os.path.exists(path) for path in (
+                    record.last_model_path, record.best_model_path, session.last_checkpoint())):
+            return
+        from ..train.launch.placement import remove_if_unused
+
+        for path in (self.journal.path, os.path.join(session.ckpt_dir, f"output-{self.id}.txt")):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        index.remove(self.id)
+        if session.fresh_dir and session.flags.ckpt_dir is None:
+            remove_if_unused(session.ckpt_dir)
 
     def _tell(self, when: str) -> None:
         from IPython.display import display

@@ -83,6 +83,10 @@ class Journal:
             journal.write("note", text=note)
         return journal
 
+    @property
+    def writing(self) -> bool:
+        return self._handle is not None
+
     def write(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"kind": kind, **fields}, default=_plain) + "\n"
         with self._lock:

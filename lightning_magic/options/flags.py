@@ -198,7 +198,9 @@ def declare(func: Callable) -> Callable:
         argument("--out", default="lightning_run", metavar="NAME",
                  help="Variable that receives the TrainingRun (default: lightning_run)."),
         argument("--timeout", metavar="SECONDS",
-                 help="End the run when a rank makes no progress for this long."),
+                 help="End the run when a rank makes no progress for this long; a --detach run "
+                      "also once it has run this long in all (stopped as by the stop button, "
+                      "its checkpoint saved). Trainer(max_time=...) is Lightning's own bound."),
         argument("--check", action="store_true",
                  help="Dry run: start the ranks, do one all-reduce and one forward/backward on one "
                       "batch, report whether the configuration works, without training."),

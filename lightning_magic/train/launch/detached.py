@@ -6,8 +6,10 @@ The kernel forks once; that child starts a new session (``setsid``), forks the s
 exits, so the supervisor is no child of the kernel's either. The supervisor forks the ranks
 (``NotebookLauncher.start_ranks``: they die with it, as they die with the kernel otherwise) and
 waits for them as the kernel would (``run_ranks``: the stop button's pipe, a byte a press, or
-SIGINT from any process; ``--timeout``'s watchdog), with its own event pump; then it sends the ``Outcome`` to the kernel, if the kernel
-is still there, and exits. The run thus ends by itself when training ends. What the supervisor
+SIGINT from any process; ``--timeout``'s watchdog of a stalled rank), with its own event pump;
+then it sends the ``Outcome`` to the kernel, if the kernel is still there, and exits. The run
+thus ends by itself when training ends, and ``--timeout`` bounds it: after that many seconds in
+all it is stopped as by the stop button (``_Bound``). What the supervisor
 does besides is the caller's (``on_start`` gives its event handlers, ``on_end`` is told the
 outcome).
 
@@ -25,6 +27,7 @@ import shutil
 import signal
 import stat
 import sys
+import threading
 from typing import Any, Callable
 
 from ..ranks.errors import error_record
@@ -89,8 +92,14 @@ def _supervisor(launcher: Any, function: Callable, args: Any, kwargs: Any, train
     try:
         pump.start()
         ranks = launcher.start_ranks(function, args, kwargs, trainer, launch)
-        outcome = launcher.run_ranks(function, args, kwargs, trainer, launch, presses,
-                                     started=ranks)
+        bound = _Bound(launch.session.flags.timeout)
+        try:
+            outcome = launcher.run_ranks(function, args, kwargs, trainer, launch, presses,
+                                         started=ranks)
+        finally:
+            bound.cancel()
+        if bound.reached and outcome.status == "interrupted":
+            outcome.status = "timeout"
     except BaseException as exc:  # noqa: BLE001 - the kernel hears of it as of a rank's failure
         outcome = Outcome(status="failed", error=RankError(**error_record(0, exc)))
     finally:
@@ -100,6 +109,28 @@ def _supervisor(launcher: Any, function: Callable, args: Any, kwargs: Any, train
         finally:
             if not (kernel_there and _send(writer, _packed(outcome), raw=True)):
                 shutil.rmtree(launch.stack_dir, ignore_errors=True)  # the kernel's, were it there
+
+
+class _Bound:
+    """``--timeout`` as a detached run's bound on its whole length: once that many seconds have
+    gone by, a stop press (SIGINT to the supervisor, as ``stop()`` from any kernel), so every
+    rank stops at the same batch and the checkpoint of that moment is saved; the run's status
+    is then ``timeout``."""
+
+    def __init__(self, seconds: Any) -> None:
+        self.reached = False
+        self._timer = threading.Timer(seconds, self._press) if seconds else None
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _press(self) -> None:
+        self.reached = True
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 class _Presses:

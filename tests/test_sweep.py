@@ -288,6 +288,26 @@ def test_a_storage_that_holds_the_study_is_refused_without_resume(shell, tmp_pat
     assert len(optuna.load_study(study_name="lightning_sweep", storage=storage).trials) == 3
 
 
+def test_a_crashed_trials_devices_go_to_the_next_trial(shell, no_orphans):
+    import os
+
+    # one core: one slot, so trial 1 can start only on the devices trial 0 crashed on
+    cores = os.sched_getaffinity(0)
+    cell = CELL.replace("model = Regressor(", "model = (Exploding if trial.number == 0 "
+                                              "else Regressor)(")
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        done, _ = sweep(shell, "--trials 2", cell, head=SWEEP1)
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert done.slots == 1
+    assert [t.status for t in done.trials] == ["failed", "complete"]
+    assert "trial exploded" in done.trials[0].run.traceback
+    assert done.events == [("started", 0), ("ended", 0), ("started", 1), ("ended", 1)]
+    assert done.trials[0].slot == done.trials[1].slot
+    assert done.trials[1].run.global_step > 0
+
+
 def test_maximize_takes_the_trial_with_the_highest_metric_as_the_best(shell):
     done, _ = sweep(shell, "--trials 2 --direction maximize")
     highest = max(done.trials, key=lambda record: record.value)

@@ -14,6 +14,9 @@ sees, start-up and hand-back included:
                 (goal <= 1 s) to what the model costs (T)
   gap           seconds from one trial's ``on_train_end`` to the next trial's ``on_train_start``
                 (and to its first batch) when trials run one at a time (goal <= 0.3 s)
+  crash         seconds from a crashed trial's failing batch (its rank raises in its first
+                ``training_step``) to the next trial's first batch, trials one at a time: the
+                crashed trial's devices going to the next one (goal <= 5 s)
   trials/min    trials per minute (a sweep's cell start -> cell end) of ``--trials N``
                 one-process trials: one at a time, and 2 at once on the machine's 2 cores; the
                 ratio (goal >= 1.7x); beside them each trial's own training time
@@ -97,6 +100,15 @@ class Tiny(pl.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+
+class Crashing(Tiny):
+    """Rank 0 marks the moment it raises, in its first training step."""
+
+    def training_step(self, batch, batch_idx):
+        if self.global_rank == 0:
+            _mark(self.tag, "crash")
+        raise RuntimeError("this trial crashes")
 
 
 generator = torch.Generator().manual_seed(0)
@@ -220,6 +232,9 @@ def main() -> None:
     kernel_cell = BODY.format(TAG="b", TRAINER=f', accelerator="cpu", devices=1, '
                               f'enable_progress_bar=False, max_epochs={args.epochs}')
     one_core = {cores[0]}
+    crash_cell = sweep_head.replace(f"--trials {args.trials}", "--trials 2") + BODY.format(
+        TAG="c", TRAINER="").replace("model = Tiny(", "model = (Crashing if trial.number == 0 "
+                                     "else Tiny)(")
 
     def train_first() -> float:
         assert shell.run_cell(train_cell[0]).success
@@ -228,7 +243,7 @@ def main() -> None:
 
     load_before, pressure_before = os.getloadavg()[0], cpu_pressure()
     first = {"F": [], "T": [], "B": []}
-    gaps, gaps_first = [], []
+    gaps, gaps_first, crash_gaps = [], [], []
     seconds = {"one at a time": [], "2 at once": []}
     kernel_cpu = {name: [] for name in seconds}  # CPU the kernel's own threads used, a sweep
     slots = {}
@@ -260,6 +275,10 @@ def main() -> None:
                 for before, after in zip(runs, runs[1:]):
                     gaps.append(after["start"] - before["end"])
                     gaps_first.append(after["first"] - before["end"])
+        _, _, got = bench.run(crash_cell, one_core)
+        statuses = [t.status for t in shell.user_ns["lightning_sweep"].trials]
+        assert statuses == ["failed", "complete"], statuses
+        crash_gaps.append(got["c1"]["first"] - got["c0"]["crash"])
     # the plain in-kernel fits last: a cell in the kernel now computes with torch's pool
     assert shell.run_cell(train_cell[0]).success
     for repeat in range(args.repeats + 1):  # the first is a warm-up
@@ -299,6 +318,8 @@ def main() -> None:
           f"{spread(gaps)} | <= 0.3 |")
     print(f"| gap, one at a time: on_train_end -> next first batch, s | "
           f"{median(gaps_first):.3f} | {spread(gaps_first)} | |")
+    print(f"| crash, one at a time: crashed trial's failing batch -> next first batch, s | "
+          f"{median(crash_gaps):.3f} | {spread(crash_gaps)} | <= 5 |")
     for name, values in seconds.items():
         print(f"| sweep {name} ({slots[name]} slot{'s' * (slots[name] > 1)}): trials/min | "
               f"{rate(values):.1f} | {spread(values)} s a sweep | |")

@@ -184,6 +184,10 @@ def test_a_metric_no_trial_logs_stops_the_sweep_after_the_first_and_says_what_wa
     ("--trials 2 --metric val_loss --devices 2",
      "%%lightning_sweep sets --devices itself for every trial; use --devices-per-trial D."),
     ("--trials 2 --metric val_loss --max-epochz 2", "unrecognized arguments: --max-epochz 2"),
+    ("--trials 2 --metric val_loss --resume",
+     "%%lightning_sweep --resume continues the study kept in a journal file: give --storage FILE"),
+    ("--trials 2 --metric val_loss --resume last --storage s.journal",
+     "%%lightning_sweep --resume takes no value (got --resume 'last')"),
 ])
 def test_a_bad_flag_is_a_one_line_usage_error_before_anything_runs(shell, line, message):
     with pytest.raises(UsageError) as raised:
@@ -196,8 +200,9 @@ def test_the_help_lists_the_sweeps_flags(shell):
     with capture_output() as captured:
         shell.run_line_magic("pinfo", "%%lightning_sweep")
     for flag in ("--trials", "--metric", "--direction", "--devices-per-trial", "--sampler",
-                 "--pruner", "--storage", "--timeout"):
+                 "--pruner", "--storage", "--resume", "--timeout"):
         assert flag in captured.stdout
+    assert "--trials N then runs N more trials" in " ".join(captured.stdout.split())
 
 
 def test_a_trial_worse_than_the_median_is_pruned_at_an_epoch_end_and_stopped(shell):
@@ -258,8 +263,49 @@ def test_grid_ends_once_every_choice_ran_and_storage_continues_the_study(shell, 
     done, _ = sweep(shell, f"--trials 5 --sampler grid --storage {journal}", cell)
     assert sorted(t.params["lr"] for t in done.trials) == [0.01, 0.05]
     assert [t.status for t in done.trials] == ["complete", "complete"]
-    again, _ = sweep(shell, f"--trials 1 --storage {journal} --sampler random", cell)
+    again, _ = sweep(shell, f"--trials 1 --storage {journal} --resume --sampler random", cell)
+    # --trials counts this sweep's trials, as study.optimize(n_trials=1) would
     assert [t.number for t in again.trials] == [2] and len(again.study.trials) == 3
+    assert [t.state.name for t in again.study.trials] == ["COMPLETE"] * 3
+
+
+def test_a_storage_that_holds_the_study_is_refused_without_resume(shell, tmp_path):
+    import optuna
+
+    journal = tmp_path / "study.journal"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))
+    kept = optuna.create_study(storage=storage, study_name="lightning_sweep")
+    kept.optimize(lambda trial: trial.suggest_float("lr", 0.0, 1.0), n_trials=3)
+    with pytest.raises(UsageError) as raised:
+        shell.run_cell_magic("lightning_sweep", f"--trials 2 --metric val_loss --storage "
+                             f"{journal}", "assert False, 'the cell ran'")
+    message = str(raised.value)
+    assert message == (f"--storage {str(journal)!r} already holds 3 trials of study "
+                       "'lightning_sweep': pass --resume to continue it, or choose another "
+                       "--storage file."), message
+    assert "lightning_sweep" not in shell.user_ns
+    assert len(optuna.load_study(study_name="lightning_sweep", storage=storage).trials) == 3
+
+
+def test_a_crashed_trials_devices_go_to_the_next_trial(shell, no_orphans):
+    import os
+
+    # one core: one slot, so trial 1 can start only on the devices trial 0 crashed on
+    cores = os.sched_getaffinity(0)
+    cell = CELL.replace("model = Regressor(", "model = (Exploding if trial.number == 0 "
+                                              "else Regressor)(")
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        done, _ = sweep(shell, "--trials 2", cell, head=SWEEP1)
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert done.slots == 1
+    assert [t.status for t in done.trials] == ["failed", "complete"]
+    assert "trial exploded" in done.trials[0].run.traceback
+    assert done.events == [("started", 0), ("ended", 0), ("started", 1), ("ended", 1)]
+    assert done.trials[0].slot == done.trials[1].slot
+    assert done.trials[1].run.global_step > 0
 
 
 def test_maximize_takes_the_trial_with_the_highest_metric_as_the_best(shell):

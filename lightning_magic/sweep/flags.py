@@ -35,6 +35,7 @@ class SweepFlags:
     sampler: str = "tpe"
     pruner: str = "none"
     storage: Optional[str] = None
+    resume: bool = False           # continue the study --storage already holds
     timeout: Optional[float] = None
     train_words: tuple[str, ...] = ()  # the %%lightning_train flags every trial runs with
     accelerator: Optional[str] = None  # theirs: cpu, gpu, or None (GPUs where there are any)
@@ -66,8 +67,13 @@ def declare(func: Callable) -> Callable:
                  help="'median' (MedianPruner): a trial whose metric at an epoch end is worse "
                       "than the median of the earlier trials at that epoch is stopped there."),
         argument("--storage", metavar="FILE",
-                 help="Keep the study in Optuna's journal file FILE; a sweep with the same FILE "
-                      "continues its study."),
+                 help="Keep the study in Optuna's journal file FILE. A FILE that already holds "
+                      "the study is refused unless --resume is given."),
+        argument("--resume", action="store_true",
+                 help="With --storage FILE: continue the study FILE holds (Optuna's "
+                      "load_if_exists=True). --trials N then runs N more trials, as "
+                      "study.optimize(n_trials=N) does: the earlier ones are in "
+                      "lightning_sweep.study, .trials holds this sweep's."),
         argument("--timeout", metavar="SECONDS",
                  help="Start no new trial after this long (the running ones finish)."),
     ]
@@ -82,8 +88,10 @@ def parse(line: str, magic_func: Callable, train_func: Callable) -> SweepFlags:
     try:
         parser = magic_func.parser
         parser.allow_abbrev = False
+        words = check.split_line(line)
+        _check_resume_takes_no_value(words)
         try:
-            args, rest = parser.parse_known_args(check.split_line(line))
+            args, rest = parser.parse_known_args(words)
         except UsageError as exc:
             raise UsageError(f"{NAME}: {_reworded(exc)}") from None
         flags = _validated(vars(args), tuple(rest))
@@ -106,6 +114,9 @@ def _validated(raw: dict[str, Any], rest: tuple[str, ...]) -> SweepFlags:
         raise UsageError(f"{NAME} needs --metric NAME, the logged metric that scores a trial, "
                          "for example --metric val_loss.")
     storage = raw["storage"]
+    if raw["resume"] and storage is None:
+        raise UsageError(f"{NAME} --resume continues the study kept in a journal file: give "
+                         "--storage FILE too, for example --resume --storage study.journal.")
     return SweepFlags(
         trials=trials, metric=str(raw["metric"]).strip(),
         direction=check.choice("--direction", raw["direction"], DIRECTIONS),
@@ -114,7 +125,17 @@ def _validated(raw: dict[str, Any], rest: tuple[str, ...]) -> SweepFlags:
         sampler=check.choice("--sampler", raw["sampler"], SAMPLERS),
         pruner=check.choice("--pruner", raw["pruner"], PRUNERS),
         storage=None if storage is None else check.output_file("--storage", storage),
-        timeout=timeout, train_words=rest)
+        resume=bool(raw["resume"]), timeout=timeout, train_words=rest)
+
+
+def _check_resume_takes_no_value(words: list[str]) -> None:
+    """``--resume`` is the study's; ``%%lightning_train --resume last|PATH`` has no place in a
+    sweep (each trial trains from the start, in a folder of its own)."""
+    for word, after in zip(words, words[1:]):
+        if word == "--resume" and not after.startswith("-"):
+            raise UsageError(f"{NAME} --resume takes no value (got --resume {after!r}): it "
+                             "continues the study in --storage FILE; a trial cannot resume "
+                             "a checkpoint (%%lightning_train --resume): leave the value out.")
 
 
 def _check_not_owned(given: Any) -> None:

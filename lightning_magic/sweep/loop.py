@@ -1,10 +1,11 @@
 """The sweep itself: trials started on free slots as long as trials are wanted, and each one's end
-told to the study as it comes; one thread does it all, the kernel's main thread.
+told to the study as it comes, always on the kernel's main thread (``SweepLoop``).
 
 The trials' background runs wake that thread through one queue: their done callbacks (the run's
 ranks are gone: bring its results back, tell the study, free its slot) and rank 0's progress
-events (report the metric at an epoch end, prune, update the table). The stop button stops every
-trial; the trials that ended are kept and bound as after a whole sweep.
+events (report the metric at an epoch end, prune, update the table). ``run_sweep``: the cell
+waits on that queue until the sweep is over; the stop button stops every trial, and the trials
+that ended are kept and bound as after a whole sweep.
 """
 
 from __future__ import annotations
@@ -22,58 +23,138 @@ from .table import LiveTable
 _MISSING = object()
 
 
-def run_sweep(context: one.Context) -> Sweep:
-    flags, shell = context.flags, context.shell
-    free: list[Slot] = slots(flags.devices_per_trial, flags.accelerator)
-    study = make_study(flags)
-    sweep = Sweep(study, flags.metric, [], slots=len(free))
-    table = LiveTable(sweep)
-    wake: queue.SimpleQueue = queue.SimpleQueue()
-    running: dict[int, one.TrialRecord] = {}
-    deadline = None if flags.timeout is None else time.monotonic() + flags.timeout
-    before = shell.user_ns.get("trial", _MISSING)
-    error: Optional[BaseException] = None
-    more = True
-    table.show()
-    try:
+class SweepLoop:
+    """One sweep's slots, study, trials and table. ``advance`` does the work; only the kernel's
+    main thread calls it."""
+
+    def __init__(self, context: one.Context) -> None:
+        flags, shell = context.flags, context.shell
+        self.context, self.flags, self.shell = context, flags, shell
+        self.free: list[Slot] = slots(flags.devices_per_trial, flags.accelerator)
+        self.study = make_study(flags)
+        self.sweep = Sweep(self.study, flags.metric, [], slots=len(self.free))
+        self.table = LiveTable(self.sweep)
+        self.wake: queue.SimpleQueue = queue.SimpleQueue()
+        self.running: dict[int, one.TrialRecord] = {}
+        self.deadline = None if flags.timeout is None else time.monotonic() + flags.timeout
+        self.before = shell.user_ns.get("trial", _MISSING)
+        self.error: Optional[BaseException] = None
+        self.more = True          # False once the sampler is done, or the sweep was stopped
+
+    def advance(self, until: Optional[float] = None) -> bool:
+        """Start trials on the free slots and handle what woke the sweep, waiting for it until
+        ``until`` (``time.monotonic()``; None: as long as it takes, 0: not at all). True once
+        the sweep is over: no trial runs and none is to start."""
         while True:
-            while free and more and error is None and _wanted(flags.trials, sweep, deadline):
-                record = one.start(context, study, free.pop(0), sweep.trials)
-                if record.handle is None:  # ended in the kernel, before any rank
-                    free.append(record.slot)
-                    more = one.tell(study, record)
-                    error = record.error
-                else:
-                    running[record.number] = record
-                    _listen(record, wake)
-                table.update()
-            if not running:
-                break
-            kind, record = wake.get()
-            if record.number not in running:
-                continue
-            if kind == "end":
-                one.finish(record, flags.metric)
-                more = one.tell(study, record) and more
-                error = error or record.error
-                del running[record.number]
-                free.append(record.slot)
-            elif kind == "validation" and flags.pruner != "none":
-                _maybe_prune(record, flags.metric)
-            table.update()
-    except BaseException:  # the stop button (or a broken sweep): no trial of it goes on
-        _stop_all(running, study, flags.metric)
-        raise
-    finally:
-        table.update()
-        _bind(shell, sweep, before)
-    if error is not None:
+            self._start_trials()
+            if not self.running:
+                return True
+            timeout = None if until is None else until - time.monotonic()
+            try:
+                kind, record = self.wake.get(block=timeout is None or timeout > 0,
+                                             timeout=None if timeout is None else
+                                             max(timeout, 0.0))
+            except queue.Empty:
+                return False
+            self._handle(kind, record)
+
+    def stop(self) -> None:
+        """The stop button of every running trial; no trial starts after it."""
+        self.more = False
+        for record in self.running.values():
+            record.handle.stop(wait=False)
+
+    def stop_all(self) -> None:
+        """Stop every running trial and wait for its ranks to be gone; each is told."""
+        self.stop()
+        for record in self.running.values():
+            if record.run is None:
+                one.finish(record, self.flags.metric)
+                self.sweep.events.append(("ended", record.number))
+            if not record.told:
+                one.tell(self.study, record)
+        self.running.clear()
+
+    def bind(self) -> None:
+        """``lightning_sweep``; the names the best trial's cell bound (its model, trained);
+        ``trial`` as it was before the sweep."""
+        namespace = self.shell.user_ns
+        self._restore_trial()
+        best = self.sweep.best_record()
+        if best is not None:
+            namespace.update(best.bound)
+        namespace["lightning_sweep"] = self.sweep
+
+    def raise_error(self) -> None:
+        error = self.error
+        if error is None:
+            return
         if getattr(error, "report", None) is not None:  # a pre-fork refusal's full report
             from IPython.display import display
 
             display(error.report)
         raise error
-    return sweep
+
+    # -- the steps, on the kernel's main thread ------------------------------------------------
+    def _start_trials(self) -> None:
+        flags = self.flags
+        while self.free and self.more and self.error is None and \
+                _wanted(flags.trials, self.sweep, self.deadline):
+            record = one.start(self.context, self.study, self.free.pop(0), self.sweep.trials)
+            self.sweep.events.append(("started", record.number))
+            if record.handle is None:  # ended in the kernel, before any rank
+                self.sweep.events.append(("ended", record.number))
+                self.free.append(record.slot)
+                self.more = one.tell(self.study, record) and self.more
+                self.error = record.error
+            else:
+                self.running[record.number] = record
+                self._listen(record)
+            self.table.update()
+
+    def _handle(self, kind: str, record: one.TrialRecord) -> None:
+        if record.number not in self.running:
+            return
+        if kind == "end":
+            one.finish(record, self.flags.metric)
+            self.sweep.events.append(("ended", record.number))
+            self.more = one.tell(self.study, record) and self.more
+            self.error = self.error or record.error
+            del self.running[record.number]
+            self.free.append(record.slot)
+        elif kind == "validation" and self.flags.pruner != "none":
+            _maybe_prune(record, self.flags.metric)
+        self.table.update()
+
+    def _listen(self, record: one.TrialRecord) -> None:
+        def on_event(event: dict) -> None:
+            if event.get("kind") in ("step", "validation"):
+                self.wake.put((event["kind"], record))
+
+        record.handle.add_event_handler(on_event)
+        record.handle.add_done_callback(lambda run: self.wake.put(("end", record)))
+
+    def _restore_trial(self) -> None:
+        if self.before is _MISSING:
+            self.shell.user_ns.pop("trial", None)
+        else:
+            self.shell.user_ns["trial"] = self.before
+
+
+def run_sweep(context: one.Context) -> Sweep:
+    """The cell's sweep: the finished ``Sweep``."""
+    loop = SweepLoop(context)
+    loop.table.show()
+    try:
+        loop.advance()
+    except BaseException:  # the stop button (or a broken sweep): no trial of it goes on
+        loop.stop_all()
+        raise
+    finally:
+        loop.table.update()
+        loop.bind()
+    loop.raise_error()
+    return loop.sweep
 
 
 def _wanted(trials: Optional[int], sweep: Sweep, deadline: Optional[float]) -> bool:
@@ -82,42 +163,8 @@ def _wanted(trials: Optional[int], sweep: Sweep, deadline: Optional[float]) -> b
     return deadline is None or time.monotonic() < deadline
 
 
-def _listen(record: one.TrialRecord, wake: queue.SimpleQueue) -> None:
-    def on_event(event: dict) -> None:
-        if event.get("kind") in ("step", "validation"):
-            wake.put((event["kind"], record))
-
-    record.handle.add_event_handler(on_event)
-    record.handle.add_done_callback(lambda run: wake.put(("end", record)))
-
-
 def _maybe_prune(record: one.TrialRecord, metric: str) -> None:
     if not record.stopping and one.report_epochs(record, metric, prune=True):
         record.stopping = True
         record.note = f"pruned at epoch {max(record.reported)}"  # as Lightning names it
         record.handle.stop(wait=False)  # at the next batch; its end comes as any other
-
-
-def _stop_all(running: dict[int, one.TrialRecord], study: Any, metric: str) -> None:
-    for record in running.values():
-        record.handle.stop(wait=False)
-    for record in running.values():
-        if record.run is None:
-            one.finish(record, metric)
-        if not record.told:
-            one.tell(study, record)
-    running.clear()
-
-
-def _bind(shell: Any, sweep: Sweep, before: Any) -> None:
-    """``lightning_sweep``; the names the best trial's cell bound (its model, trained); ``trial``
-    as it was before the sweep."""
-    namespace = shell.user_ns
-    if before is _MISSING:
-        namespace.pop("trial", None)
-    else:
-        namespace["trial"] = before
-    best = sweep.best_record()
-    if best is not None:
-        namespace.update(best.bound)
-    namespace["lightning_sweep"] = sweep

@@ -13,6 +13,7 @@ class Sweep:
         self.metric = metric
         self.trials = trials      # TrialRecord of each trial this sweep ran, in order
         self.slots = slots        # how many trials could run at once
+        self.events: list[tuple[str, int]] = []  # ("started" | "ended", trial number), in order
 
     def dataframe(self, **kwargs: Any) -> Any:
         """``study.trials_dataframe(**kwargs)`` (pandas)."""

@@ -24,8 +24,12 @@ def optuna_module() -> Any:
 
 
 def make_study(flags: SweepFlags) -> Any:
-    """A new study, or with ``--storage`` the one kept in that journal file (continued)."""
+    """A new study, or with ``--storage FILE --resume`` the one kept in that journal file,
+    continued; a FILE that holds the study without ``--resume`` is a ``UsageError``."""
     optuna = optuna_module()
+    storage = _storage(optuna, flags.storage)
+    if storage is not None and not flags.resume:
+        _check_not_kept(optuna, storage, flags.storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep's table says it all
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                 "grid": optuna.samplers.BruteForceSampler}
@@ -34,9 +38,18 @@ def make_study(flags: SweepFlags) -> Any:
     with warnings.catch_warnings():  # BruteForceSampler is "experimental": asked for by name
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = samplers[flags.sampler]()
-    return optuna.create_study(storage=_storage(optuna, flags.storage), sampler=sampler,
-                               pruner=pruner, direction=flags.direction, study_name=STUDY_NAME,
-                               load_if_exists=flags.storage is not None)
+    return optuna.create_study(storage=storage, sampler=sampler, pruner=pruner,
+                               direction=flags.direction, study_name=STUDY_NAME,
+                               load_if_exists=flags.resume)
+
+
+def _check_not_kept(optuna: Any, storage: Any, path: str) -> None:
+    if STUDY_NAME not in optuna.get_all_study_names(storage=storage):
+        return
+    count = len(optuna.load_study(study_name=STUDY_NAME, storage=storage).trials)
+    raise UsageError(f"--storage {path!r} already holds {count} trial{'s' * (count != 1)} of "
+                     f"study {STUDY_NAME!r}: pass --resume to continue it, or choose another "
+                     "--storage file.")
 
 
 def _storage(optuna: Any, path: Any) -> Any:

@@ -228,3 +228,15 @@ def test_a_run_that_fails_before_any_checkpoint_leaves_no_run_folder_nor_journal
     indexed = kernel.ok("from lightning_magic.background import index\n"
                         "print(run.id in index.indexed())")
     assert indexed.strip() == "False"
+
+
+def test_a_background_runs_ranks_yield_the_cpu_to_the_kernel_and_a_foreground_runs_do_not(kernel):
+    kernel.ok("class Niceness(Beacon):\n    def training_step(self, batch, batch_idx):\n"
+              "        self.niceness = os.nice(0)  # a plain attribute: it comes back\n"
+              "        return super().training_step(batch, batch_idx)")
+    kernel.ok("%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1\n"
+              "behind = Niceness()\npl.Trainer(limit_train_batches=2).fit(behind, loader).wait()")
+    kernel.ok("%%lightning_train --accelerator cpu --devices 2 --max-epochs 1\n"
+              "ahead = Niceness()\npl.Trainer(limit_train_batches=2).fit(ahead, loader)")
+    out = kernel.ok("print(behind.niceness - os.nice(0), ahead.niceness - os.nice(0))")
+    assert out.split() == ["5", "0"]

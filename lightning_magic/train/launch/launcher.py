@@ -14,6 +14,7 @@ just before the fork (``openmp``), so that the rank's own pool is not slowed by 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -37,6 +38,8 @@ from .placement import own_folder_warnings
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from ..returns.wire import pack
+
+BACKGROUND_NICE = 5  # a background run's ranks yield the CPU to the kernel (os.nice)
 
 _CLASSES: dict[str, type] = {}
 
@@ -213,6 +216,9 @@ class NotebookLauncher:
             pass
         env = dict(env, LIGHTNING_MAGIC_RANK=str(rank), LOCAL_RANK=str(rank))
         prepare_rank_process(rank, self.session.control, env)
+        if self.session.flags.background:  # the kernel wins the CPU when it needs it
+            with contextlib.suppress(OSError):
+                os.nice(BACKGROUND_NICE)
         self._collector = WarningCollector(own_folder_warnings(self.session))
         self._collector.install()
         done: dict[str, bool] = {}

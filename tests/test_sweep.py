@@ -200,7 +200,7 @@ def test_the_help_lists_the_sweeps_flags(shell):
     with capture_output() as captured:
         shell.run_line_magic("pinfo", "%%lightning_sweep")
     for flag in ("--trials", "--metric", "--direction", "--devices-per-trial", "--sampler",
-                 "--pruner", "--storage", "--resume", "--timeout"):
+                 "--pruner", "--storage", "--resume", "--background", "--timeout"):
         assert flag in captured.stdout
     assert "--trials N then runs N more trials" in " ".join(captured.stdout.split())
 

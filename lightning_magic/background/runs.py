@@ -43,6 +43,14 @@ class Runs:
 
 
 RUNS = Runs()
+
+
+def cell_origin(shell: Any) -> Any:
+    """The running cell's ``view.origin.Origin``, for output that code outside this folder sends
+    from a background thread into the cell it belongs to (a background sweep's table)."""
+    from ..view.origin import Origin
+
+    return Origin(shell)
 _HOOKS: dict[int, tuple[Callable, Callable]] = {}
 
 

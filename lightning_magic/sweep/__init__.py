@@ -12,9 +12,24 @@ optional extra, imported inside functions.
 - ``study``: the Optuna study (sampler, pruner, journal storage); ``trials``: one trial, from
   ask to tell; ``loop``: trials on free slots until the sweep is done.
 - ``results``: ``Sweep`` (``lightning_sweep``); ``table``: the live table in the cell.
+- ``background``: ``--background``, the cell returns at once with ``SweepRun``, the sweep's
+  handle; the same loop advances between cells.
 """
 
-from .loop import run_sweep
+from typing import Any
+
 from .trials import Context
 
 __all__ = ["Context", "run_sweep"]
+
+
+def run_sweep(context: Context) -> Any:
+    """The cell's sweep: the finished ``Sweep``, or with ``--background`` its ``SweepRun`` at
+    once."""
+    if context.flags.background:
+        from .background import start
+
+        return start(context)
+    from .loop import run_sweep as in_the_foreground
+
+    return in_the_foreground(context)

@@ -19,8 +19,7 @@ DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
 # %%lightning_train flags the sweep sets itself, for every trial.
-OWNED = {"devices": "--devices-per-trial D", "background": "nothing (trials always run beside "
-         "the cell's kernel)", "no_wait": "nothing", "out": "nothing (the sweep is bound to "
+OWNED = {"devices": "--devices-per-trial D", "no_wait": "nothing", "out": "nothing (the sweep is bound to "
          "lightning_sweep)", "export": "%%lightning_train --export", "progress": "nothing (the "
          "sweep shows one table)", "check": "%%lightning_train --check"}
 NAME = "%%lightning_sweep"
@@ -36,6 +35,7 @@ class SweepFlags:
     pruner: str = "none"
     storage: Optional[str] = None
     resume: bool = False           # continue the study --storage already holds
+    background: bool = False       # the cell returns at once; lightning_sweep is the handle
     timeout: Optional[float] = None
     train_words: tuple[str, ...] = ()  # the %%lightning_train flags every trial runs with
     accelerator: Optional[str] = None  # theirs: cpu, gpu, or None (GPUs where there are any)
@@ -74,6 +74,11 @@ def declare(func: Callable) -> Callable:
                       "load_if_exists=True). --trials N then runs N more trials, as "
                       "study.optimize(n_trials=N) does: the earlier ones are in "
                       "lightning_sweep.study, .trials holds this sweep's."),
+        argument("--background", action="store_true",
+                 help="Return at once: lightning_sweep is the sweep's handle (wait(), done(), "
+                      "stop(), status, and .trials, .study, .dataframe() so far); the table "
+                      "keeps updating here while other cells run, and the best trial's names "
+                      "are bound between cells or at wait()."),
         argument("--timeout", metavar="SECONDS",
                  help="Start no new trial after this long (the running ones finish)."),
     ]
@@ -125,7 +130,8 @@ def _validated(raw: dict[str, Any], rest: tuple[str, ...]) -> SweepFlags:
         sampler=check.choice("--sampler", raw["sampler"], SAMPLERS),
         pruner=check.choice("--pruner", raw["pruner"], PRUNERS),
         storage=None if storage is None else check.output_file("--storage", storage),
-        resume=bool(raw["resume"]), timeout=timeout, train_words=rest)
+        resume=bool(raw["resume"]), background=bool(raw["background"]), timeout=timeout,
+        train_words=rest)
 
 
 def _check_resume_takes_no_value(words: list[str]) -> None:

@@ -3,16 +3,17 @@ told to the study as it comes, always on the kernel's main thread (``SweepLoop``
 
 The trials' background runs wake that thread through one queue: their done callbacks (the run's
 ranks are gone: bring its results back, tell the study, free its slot) and rank 0's progress
-events (report the metric at an epoch end, prune, update the table). ``run_sweep``: the cell
-waits on that queue until the sweep is over; the stop button stops every trial, and the trials
-that ended are kept and bound as after a whole sweep.
+events (report the metric at an epoch end, prune, update the table). In the foreground
+(``run_sweep``) the cell waits on that queue until the sweep is over; the stop button stops every
+trial, and the trials that ended are kept and bound as after a whole sweep. With
+``--background`` the cell returns and ``background`` takes what the queue holds between cells.
 """
 
 from __future__ import annotations
 
 import queue
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import trials as one
 from .results import Sweep
@@ -27,14 +28,16 @@ class SweepLoop:
     """One sweep's slots, study, trials and table. ``advance`` does the work; only the kernel's
     main thread calls it."""
 
-    def __init__(self, context: one.Context) -> None:
+    def __init__(self, context: one.Context, runs: Any = None) -> None:
         flags, shell = context.flags, context.shell
         self.context, self.flags, self.shell = context, flags, shell
+        self.runs = runs          # where the trials' runs are kept (None: the kernel's RUNS)
         self.free: list[Slot] = slots(flags.devices_per_trial, flags.accelerator)
         self.study = make_study(flags)
         self.sweep = Sweep(self.study, flags.metric, [], slots=len(self.free))
         self.table = LiveTable(self.sweep)
         self.wake: queue.SimpleQueue = queue.SimpleQueue()
+        self.on_wake: Optional[Callable[[str], None]] = None  # told of each wake, any thread
         self.running: dict[int, one.TrialRecord] = {}
         self.deadline = None if flags.timeout is None else time.monotonic() + flags.timeout
         self.before = shell.user_ns.get("trial", _MISSING)
@@ -75,15 +78,16 @@ class SweepLoop:
                 one.tell(self.study, record)
         self.running.clear()
 
-    def bind(self) -> None:
-        """``lightning_sweep``; the names the best trial's cell bound (its model, trained);
-        ``trial`` as it was before the sweep."""
+    def bind(self, name_sweep: bool = True) -> None:
+        """The names the best trial's cell bound (its model, trained); ``trial`` as it was
+        before the sweep; with ``name_sweep``, ``lightning_sweep`` (the ``Sweep``)."""
         namespace = self.shell.user_ns
         self._restore_trial()
         best = self.sweep.best_record()
         if best is not None:
             namespace.update(best.bound)
-        namespace["lightning_sweep"] = self.sweep
+        if name_sweep:
+            namespace["lightning_sweep"] = self.sweep
 
     def raise_error(self) -> None:
         error = self.error
@@ -100,7 +104,13 @@ class SweepLoop:
         flags = self.flags
         while self.free and self.more and self.error is None and \
                 _wanted(flags.trials, self.sweep, self.deadline):
-            record = one.start(self.context, self.study, self.free.pop(0), self.sweep.trials)
+            kept = dict(self.shell.user_ns) if flags.background else None
+            try:
+                record = one.start(self.context, self.study, self.free.pop(0),
+                                   self.sweep.trials, self.runs)
+            finally:
+                if kept is not None:  # a trial's names reach the notebook only as the best's
+                    self._restore(kept)
             self.sweep.events.append(("started", record.number))
             if record.handle is None:  # ended in the kernel, before any rank
                 self.sweep.events.append(("ended", record.number))
@@ -127,12 +137,26 @@ class SweepLoop:
         self.table.update()
 
     def _listen(self, record: one.TrialRecord) -> None:
+        def wake(kind: str) -> None:
+            if kind != "step" or self.on_wake is None:  # in the background: the table only
+                self.wake.put((kind, record))
+            if self.on_wake is not None:
+                self.on_wake(kind)
+
         def on_event(event: dict) -> None:
             if event.get("kind") in ("step", "validation"):
-                self.wake.put((event["kind"], record))
+                wake(event["kind"])
 
         record.handle.add_event_handler(on_event)
-        record.handle.add_done_callback(lambda run: self.wake.put(("end", record)))
+        record.handle.add_done_callback(lambda run: wake("end"))
+
+    def _restore(self, kept: dict[str, Any]) -> None:
+        namespace = self.shell.user_ns
+        for name in [name for name in namespace if name not in kept]:
+            del namespace[name]
+        for name, value in kept.items():
+            if namespace.get(name, _MISSING) is not value:
+                namespace[name] = value
 
     def _restore_trial(self) -> None:
         if self.before is _MISSING:
@@ -142,7 +166,7 @@ class SweepLoop:
 
 
 def run_sweep(context: one.Context) -> Sweep:
-    """The cell's sweep: the finished ``Sweep``."""
+    """The cell's sweep, in the foreground: the finished ``Sweep``."""
     loop = SweepLoop(context)
     loop.table.show()
     try:

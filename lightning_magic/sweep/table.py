@@ -4,6 +4,7 @@ and step, metric, devices), shown once and updated in place (an IPython display 
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any
 
 from .results import _params
@@ -38,9 +39,14 @@ class Table:
 
 
 class LiveTable:
+    """Shown in the cell that is running; with ``origin`` (the sweep cell's ``Origin``) updated
+    there from any thread, while other cells run."""
+
     def __init__(self, sweep: Any) -> None:
         self.sweep = sweep
         self.handle: Any = None
+        self.origin: Any = None
+        self._lock = threading.Lock()
 
     def show(self) -> None:
         from IPython.display import display
@@ -48,8 +54,14 @@ class LiveTable:
         self.handle = display(Table(self.sweep), display_id=True)
 
     def update(self) -> None:
-        if self.handle is not None:
-            self.handle.update(Table(self.sweep))
+        if self.handle is None:
+            return
+        with self._lock:
+            if self.origin is None:
+                self.handle.update(Table(self.sweep))
+                return
+            with self.origin():
+                self.handle.update(Table(self.sweep))
 
 
 def _text(value: Any) -> str:

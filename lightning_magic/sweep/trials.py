@@ -73,9 +73,10 @@ class TrialRecord:
         return value if isinstance(value, (int, float)) else None
 
 
-def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) -> TrialRecord:
+def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord],
+          runs: Any = None) -> TrialRecord:
     """Ask the study for a trial (added to ``records``) and run the cell for it; its fit goes on
-    in the background."""
+    in the background, kept in ``runs`` (the kernel's ``RUNS`` unless given)."""
     from IPython.utils.capture import capture_output
 
     from .. import train
@@ -94,7 +95,7 @@ def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord]) 
     record = TrialRecord(number=trial.number, trial=trial, slot=slot)
     records.append(record)
     shell.user_ns["trial"] = trial
-    runner = Runner(shell, RUNS, no_wait=False)
+    runner = Runner(shell, RUNS if runs is None else runs, no_wait=False)
     prepared.runner = runner
     result = None
     with capture_output() as captured:

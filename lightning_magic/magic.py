@@ -115,7 +115,9 @@ class LightningMagics(Magics):
         fit. Other ``%%lightning_train`` flags (``--max-epochs 3``) apply to every trial. The
         cell's value is a ``Sweep``, also bound to ``lightning_sweep``: ``.study``,
         ``.trials``, ``.best`` (the best trial's TrainingRun), ``.dataframe()``; the names the
-        best trial's cell bound (its model, trained) are bound again.
+        best trial's cell bound (its model, trained) are bound again. With ``--background``
+        the cell returns at once with a ``SweepRun`` (``wait()``, ``done()``, ``stop()``,
+        ``status``), and those names are bound between cells or at ``wait()``.
 
         Example::
 

@@ -499,3 +499,18 @@ def test_fast_dev_run_writes_no_checkpoint_and_no_run_folder(shell, tmp_path, mo
     assert not (tmp_path / "lightning_runs").exists() or \
         not any((tmp_path / "lightning_runs").iterdir())
     assert result.result.last_model_path is None and result.result.best_model_path is None
+
+
+def test_hardware_the_cells_trainer_asks_for_is_named_as_the_cell_wrote_it(shell):
+    from lightning_magic import readings
+
+    if readings.list_gpus():
+        pytest.skip("NVML sees a GPU here: the cell's Trainer(accelerator='gpu') would train")
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("lightning_train", "",
+                             "model = Reg()\n"
+                             "trainer = pl.Trainer(accelerator='gpu', devices=1, max_steps=2)\n"
+                             "trainer.fit(model, DataLoader(data, batch_size=16))")
+    message = str(caught.value)
+    assert message.startswith("Trainer(devices=1) asks for 1 GPU, but NVML sees no NVIDIA GPU")
+    assert "--devices 1" not in message and "--accelerator cpu" in message

@@ -31,8 +31,11 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
                 else type(user.get(name)).__name__
             notes.append(f"--{name} {flag} replaces the cell's Trainer({name}={shown!r}).")
         chosen[name] = flag if flag is not None else given.get(name)
-    resolved = hardware.resolve(chosen["devices"], chosen["accelerator"], chosen["strategy"],
-                                chosen["precision"], prepared.gpus, prepared.no_gpu_reason)
+    try:
+        resolved = hardware.resolve(chosen["devices"], chosen["accelerator"], chosen["strategy"],
+                                    chosen["precision"], prepared.gpus, prepared.no_gpu_reason)
+    except UsageError as error:  # a value the cell's Trainer gave is named as the cell wrote it
+        raise UsageError(_as_the_cell_wrote(str(error), user, chosen, from_flags)) from None
     if resolved.accelerator == "gpu":
         hardware.check_torch_can_use_gpus()
     if resolved.strategy in ("fsdp", "model_parallel"):
@@ -68,6 +71,16 @@ def trainer_arguments(space: ModuleType, user: dict[str, Any],
     if flags.check:
         kwargs.update(fast_dev_run=1, enable_checkpointing=False, logger=False)
     return kwargs, session
+
+
+def _as_the_cell_wrote(message: str, user: dict[str, Any], chosen: dict[str, Any],
+                       from_flags: dict[str, Any]) -> str:
+    """``message`` with ``--devices 1`` written ``Trainer(devices=1)`` where the cell gave it."""
+    for name in HARDWARE:
+        if from_flags.get(name) is None and name in user and chosen.get(name) is not None:
+            message = message.replace(f"--{name} {chosen[name]} ",
+                                      f"Trainer({name}={user[name]!r}) ")
+    return message
 
 
 def _check_cell_arguments(user: dict[str, Any]) -> None:

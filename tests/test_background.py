@@ -51,6 +51,8 @@ def test_a_background_fit_returns_while_its_ranks_train_and_other_cells_run(kern
                         "stopped.last_model_path is not None, "
                         "torch.equal(before, model.layer.weight))")
     assert stopped.split() == ["TrainingRun", "interrupted", "True", "False"]
+    assert "its state in the Trainer (at stop())." in kernel.stdout(fit), \
+        "the run's cell says where its results came back"
     gone, alive = psutil.wait_procs(ranks, timeout=30)
     assert not alive, f"processes outlived stop(): {[p.pid for p in alive]}"
     assert not kernel.children()

@@ -181,7 +181,10 @@ class BackgroundRun:
         """Press this run's stop button (see the module's docstring)."""
         if not self._ended.is_set():
             self._button.press()
-        return self.wait() if wait else None
+        if not wait:
+            return None
+        self.join(when="at stop()")  # the note says where the results came back
+        return self.wait()
 
     def discard(self) -> None:
         """The ranks never started: nothing to wait for."""

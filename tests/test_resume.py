@@ -134,7 +134,8 @@ def test_a_fit_with_nothing_to_do_says_what_lightning_says_and_keeps_the_metrics
     run_ = shell.user_ns["trainer"]._lightning_magic.records[-1][1]
     said = "`Trainer.fit` stopped: `max_epochs=2` reached."
     assert said in captured.stdout and any(said in note for note in run_.notes)
-    assert "--max-epochs above 2" in captured.stdout
+    assert "Raise max_epochs above 2 to train on (the Trainer's max_epochs, or --max-epochs " \
+        "on a %%lightning_train cell)." in " ".join(captured.stdout.split())
     assert run_.metrics == metrics and run_.global_step == first.result.global_step
     # --resume last with the same --max-epochs: the same words
     _, captured = run(shell, "--accelerator cpu --devices 1 --max-epochs 2 --resume last",

@@ -200,10 +200,13 @@ class Launch:
                 or not extra.get("fit_stopped"):
             return None
         said = extra["fit_stopped"]
-        limit = ("--max-epochs", record.max_epochs) if "max_epochs" in said else \
-            ("--max-steps", record.max_steps) if "max_steps" in said else None
+        limit = ("max_epochs", record.max_epochs) if "max_epochs" in said else \
+            ("max_steps", record.max_steps) if "max_steps" in said else None
+        # a later cell without the magic has no flags: the Trainer's argument is named first
         line = f"Nothing to train: {said}" + (
-            f" Give {limit[0]} above {limit[1]} to train on." if limit and limit[1] else "")
+            f" Raise {limit[0]} above {limit[1]} to train on (the Trainer's "
+            f"{limit[0]}, or --{limit[0].replace('_', '-')} on a %%lightning_train cell)."
+            if limit and limit[1] else "")
         record.notes.append(line)
         if not record.metrics:
             earlier = [run for stage, run in self.session.records if stage == "fit" and run.metrics]

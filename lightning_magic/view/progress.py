@@ -171,7 +171,8 @@ class Progress:
         return min(self.epoch, self.max_epochs - 1) if self.max_epochs else self.epoch
 
     def position(self) -> list[str]:
-        """["epoch 1/3", "step 120 of 500"]: epochs as Lightning names them."""
+        """["epoch 1/3", "step 120 of 500"] (epoch index 1 of max_epochs=4): epochs as Lightning
+        names them."""
         parts = []
         epoch = self.epoch_shown()
         if epoch is not None:

@@ -99,6 +99,7 @@ def test_a_background_sweep_returns_while_its_trials_train_and_stop_ends_every_o
     assert not kernel.children()
     parents = {m["parent_header"].get("msg_id") for m in table_messages(kernel, table_id)}
     assert parents == {sweep}, "the table sent output as another cell's"
+    assert "(at stop())." in kernel.stdout(sweep), "the sweep's cell says where it came back"
 
 
 def test_the_sweep_goes_on_while_the_kernel_is_idle_and_wait_binds_the_best_model(

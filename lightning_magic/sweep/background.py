@@ -120,7 +120,10 @@ class SweepRun:
         if not self._over:
             self._stopped = True
             self._loop.stop()
-        return self.wait() if wait else None
+        if not wait:
+            return None
+        self.join(when="at stop()")  # the note says where the results came back
+        return self.wait()
 
     # -- what %lightning_runs lists, and what a call waiting for the sweep's GPUs reads --------
     @property

@@ -96,19 +96,8 @@ def test_the_live_view_updates_in_its_own_cell_while_another_cell_runs(kernel, t
                             "run = pl.Trainer().fit(model, loader)")
     assert kernel.reply(origin)["status"] == "ok"
     wait_for(began, "the background run never trained")
-    views = [m for m in kernel.of(origin, "display_data")
-             if m["content"].get("transient", {}).get("display_id")]
-    assert views, "the cell showed no live view"
-    view_id = views[0]["content"]["transient"]["display_id"]
-    os.mkfifo(release)
-    other = kernel.execute(f"open({str(release)!r}).read()")  # runs until the test writes
-    busy = kernel.status(other, "busy")
-    update = kernel.wait_until(
-        lambda m: m["msg_type"] == "update_display_data"
-        and m["content"]["transient"]["display_id"] == view_id, "an update of the view", busy)
-    release.write_text("go")
-    assert kernel.reply(other)["status"] == "ok"
-    assert kernel.status(other, "idle") > update, "the update came while the other cell ran"
+    view_id = kernel.display_id(origin, "live view")
+    other = kernel.updated_while_another_cell_runs(view_id, release, "the view")
     kernel.ok("run.stop()")
     of_view = [m for m in kernel.messages if m["msg_type"] in (
         "display_data", "update_display_data")

@@ -69,18 +69,8 @@ def test_a_background_sweep_returns_while_its_trials_train_and_stop_ends_every_o
     slots = int(now[4])
     assert slots >= 1
     wait_for(training, "the sweep's first trial never trained")
-    tables = [m for m in kernel.of(sweep, "display_data")
-              if m["content"].get("transient", {}).get("display_id")]
-    table_id = tables[0]["content"]["transient"]["display_id"]
-    os.mkfifo(release)
-    other = kernel.execute(f"open({str(release)!r}).read()")  # runs until the test writes
-    busy = kernel.status(other, "busy")
-    update = kernel.wait_until(
-        lambda m: m["msg_type"] == "update_display_data"
-        and m["content"]["transient"]["display_id"] == table_id, "an update of the table", busy)
-    release.write_text("go")
-    assert kernel.reply(other)["status"] == "ok"
-    assert kernel.status(other, "idle") > update, "the update came while the other cell ran"
+    table_id = kernel.display_id(sweep, "table")
+    kernel.updated_while_another_cell_runs(table_id, release, "the table")
     late = kernel.execute("lightning_sweep.wait(timeout=0)")
     late_reply = kernel.reply(late)
     assert late_reply["status"] == "error" and late_reply["ename"] == "TimeoutError"

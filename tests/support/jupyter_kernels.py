@@ -74,6 +74,27 @@ class Kernel:
     def execute(self, code: str) -> str:
         return self.kc.execute(code)
 
+    def display_id(self, msg_id: str, what: str) -> str:
+        """The id of the first display the cell ``msg_id`` showed that it can update."""
+        shown = [m for m in self.of(msg_id, "display_data")
+                 if m["content"].get("transient", {}).get("display_id")]
+        assert shown, f"the cell showed no {what}"
+        return shown[0]["content"]["transient"]["display_id"]
+
+    def updated_while_another_cell_runs(self, display_id: str, release, what: str) -> str:
+        """An update of ``display_id`` comes while another cell runs: one that reads the FIFO
+        ``release`` (made here), which is written once the update came. That cell's msg_id."""
+        os.mkfifo(release)
+        other = self.execute(f"open({str(release)!r}).read()")  # runs until the test writes
+        busy = self.status(other, "busy")
+        update = self.wait_until(
+            lambda m: m["msg_type"] == "update_display_data"
+            and m["content"]["transient"]["display_id"] == display_id, f"an update of {what}", busy)
+        release.write_text("go")
+        assert self.reply(other)["status"] == "ok"
+        assert self.status(other, "idle") > update, "the update came while the other cell ran"
+        return other
+
     def reply(self, msg_id: str) -> dict:
         """The execute reply of ``msg_id``, once all its output is in (the kernel is idle)."""
         while True:

@@ -39,7 +39,7 @@ from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
 from ..returns.wire import pack
 
-BACKGROUND_NICE = 5  # a background run's ranks yield the CPU to the kernel (os.nice)
+BACKGROUND_NICE = 3  # a background run's ranks yield the CPU to the kernel (os.nice)
 
 _CLASSES: dict[str, type] = {}
 

@@ -140,7 +140,8 @@ class LightningMagics(Magics):
               "on disk, e.g. from before a restart; its handle is the value.")
     def lightning_runs(self, line: str = "") -> Any:
         """This kernel's background runs (id, model, call, status, progress, devices, cell), and
-        those still running on disk: another kernel's, or a detached run from before a restart."""
+        those still running on disk (another kernel's, or a detached run from before a restart), and
+        a detached run that failed after its kernel went, until a kernel has read its end."""
         from .background import RUNS
         from .background.attach import running_elsewhere
         from .background.listing import RunList

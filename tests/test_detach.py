@@ -145,6 +145,48 @@ def test_a_detached_run_is_stopped_from_the_new_kernel(kernel, tmp_path):
     assert not left, f"processes outlived the stop: {[p.pid for p in left]}"
 
 
+def test_a_detached_run_that_fails_after_a_restart_is_listed_until_read_then_leaves_nothing(
+        kernel, tmp_path):
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)
+    kernel.ok("class Breaks(Gate):\n    def training_step(self, batch, batch_idx):\n"
+              "        if self.global_step == 6:\n"
+              "            raise RuntimeError('broke after the restart')\n"
+              "        return super().training_step(batch, batch_idx)\n\n"
+              "from lightning_magic.background import index")
+    out = kernel.ok(f"{DETACHED} --max-epochs 1\nmodel = Breaks("
+                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
+                    "run = pl.Trainer().fit(model, loader)\n"
+                    "print(run.id, run.detached.pid, run.journal.path, run.id in index.indexed())")
+    ident, pid, journal, indexed = out.split()[-4:]
+    assert indexed == "True" and os.path.isfile(journal)
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    gate.write_text("go")  # rank 0 goes on to step 6, and raises there
+    gone, left = psutil.wait_procs(alive(procs), timeout=120)
+    assert not left, f"processes outlived the failed run: {[p.pid for p in left]}"
+    assert os.path.isfile(journal), "the failure's only report went before a kernel read it"
+
+    listed = kernel.execute("%lightning_runs")
+    assert kernel.reply(listed)["status"] == "ok"
+    row = next((line for line in kernel.value(listed).splitlines() if line.startswith(ident)),
+               None)
+    assert row is not None and row.split()[1:4] == ["Breaks", "fit", "failed"]
+    read = kernel.ok(f"import lightning_magic\nfrom lightning_magic.background import index\n"
+                     f"found = lightning_magic.attach({ident!r})\n"
+                     "found.wait(timeout=60)\nprint(found.status, any('broke after the restart'"
+                     f" in note for note in found.notes), {ident!r} in index.indexed())")
+    assert read.split() == ["failed", "True", "False"]
+    folder = os.path.dirname(journal)
+    assert not os.path.exists(journal), "a failed run with no checkpoint kept its journal"
+    kept = set(os.listdir(folder)) if os.path.exists(folder) else set()
+    assert kept <= {"run.json", "lightning_logs"}, "only what the run's logger wrote stays, as a failed foreground run's would"
+    again = kernel.execute("%lightning_runs")
+    assert kernel.reply(again)["status"] == "ok"
+    assert ident not in kernel.value(again), "a failure already read is listed again"
+
+
 def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
     training = fifo_reader(tmp_path / "training.fifo")
     kernel.ok("%%lightning_train --background --accelerator cpu --devices 2 --max-epochs 1000\n"

@@ -59,14 +59,17 @@ def on_disk(ident: str, cwd: Optional[str] = None, show: bool = True) -> Journal
 
 def running_elsewhere(cwd: Optional[str] = None) -> list[JournalRun]:
     """The runs on disk that are not this kernel's and whose journal's writer is still there
-    (another kernel's, or a detached run that outlived its kernel), for ``%lightning_runs``."""
+    (another kernel's, or a detached run that outlived its kernel), and the detached runs that
+    failed after their kernel went, leaving no checkpoint, until a kernel has read how
+    (``wait()``): for ``%lightning_runs``."""
     from .follow import writer_alive
     from .runs import RUNS
 
     mine = {run.id for run in RUNS.all}
     found = [JournalRun(Follower(path)) for run_id, path in journals(cwd).items()
              if run_id not in mine]
-    return [run for run in found if not run._state.ended and writer_alive(run._state.begin)]
+    return [run for run in found if (not run._state.ended and writer_alive(run._state.begin))
+            or (run._state.detached and run._state.ended and run.unseen_failure())]
 
 
 def _root(cwd: Optional[str]) -> str:
@@ -107,6 +110,7 @@ class JournalRun:
         self.devices: str = begin.get("devices", "")
         self.ckpt_dir: Optional[str] = begin.get("ckpt_dir")
         self.cell = None
+        self._collected = False
 
     def _latest(self) -> JournalState:
         if self._follower.ended.is_set():
@@ -155,14 +159,48 @@ class JournalRun:
 
     def join(self, timeout: Optional[float] = None) -> bool:
         """Wait for the journal to say how the run ended; False when ``timeout`` ran out."""
-        return self._follower.ended.wait(timeout)
+        if not self._follower.ended.wait(timeout):
+            return False
+        self._collect()
+        return True
 
     def wait(self, timeout: Optional[float] = None) -> JournalRun:
         """Return once the journal says how the run ended (or its writer is gone)."""
         if not self._follower.ended.wait(timeout):
             raise TimeoutError(f"run {self.id} ({self.stage} of {self.model_name}) is still "
                                f"running after {timeout} s; it goes on: wait() again")
+        self._collect()
         return self
+
+    def unseen_failure(self) -> bool:
+        """It ended without a checkpoint and not well, and no kernel has read it since: what its
+        journal says (status, notes, metrics) is the only report of it there is."""
+        state = self._latest()
+        return (state.ended or self.done()) and state.status not in ("finished", "checked") \
+            and self.last_model_path is None and self.best_model_path is None
+
+    def _collect(self) -> None:
+        """Once this kernel has read how the run ended: a run that did not end well and left
+        no checkpoint has nothing more to attach to or load, and its report is now here. Its
+        journal goes, with a detached run's output file and its index entry, then its folder if
+        nothing else is in it, as the kernel that started it would have done had it lived."""
+        if self._collected or not self.unseen_failure():
+            return
+        import contextlib
+
+        from ..train.launch.placement import remove_if_unused
+        from .index import remove
+
+        self._collected = True
+        journal = self._follower.file.path
+        folder, name = os.path.split(journal)
+        if name != f"{PREFIX}{self.id}{SUFFIX}" or not _IDENT.match(self.id):
+            return  # the journal names another run than its file: it is left as it is
+        for path in (journal, os.path.join(folder, f"output-{self.id}.txt")):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        remove(self.id)
+        remove_if_unused(folder)
 
     def stop(self, wait: bool = True) -> Optional[JournalRun]:
         """A detached run's stop button, from any kernel: its supervisor asks every rank to

@@ -42,6 +42,9 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
             launch.published.remove()  # before the journal says the run ended
         last = launch.session.last_checkpoint()
         best = getattr(outcome.worker_output, "best_model_path", None)
+        note = failure_note(outcome)
+        if note:  # the run's only report where its kernel is gone (a restart)
+            held["journal"].write("note", text=note)
         held["journal"].status(outcome.status,
                                last_model_path=last if last and os.path.exists(last) else None,
                                best_model_path=str(best) if best else None)
@@ -53,3 +56,20 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
         launch.published = None
     Follower(path, view=launch.view, handlers=[run._on_event]).start()
     return detached
+
+
+def failure_note(outcome: Any) -> str:
+    """What ended the ranks, in a line and the end of its traceback ('' when they finished)."""
+    error = outcome.error
+    if error is not None:
+        tail = "\n".join(str(error.traceback).rstrip().splitlines()[-12:])
+        where = f" (and {len(outcome.error_ranks) - 1} more ranks)" \
+            if len(outcome.error_ranks) > 1 else ""
+        return f"{error.exc_type} on rank {error.rank}{where}: {error.message}\n{tail}"[:4000]
+    if outcome.exit_rank is not None:
+        return f"rank {outcome.exit_rank} died without an exception (exit code " \
+               f"{outcome.exitcode}); its last output is in the run folder's output file."
+    if outcome.stalled_rank is not None:
+        stacks = outcome.stacks.get(outcome.stalled_rank, "")
+        return f"rank {outcome.stalled_rank} stalled; its stacks:\n{stacks}"[:4000]
+    return ""

@@ -195,9 +195,11 @@ def test_a_background_trial_is_pruned_while_another_cell_runs(kernel, tmp_path):
                      f"with open({str(release)!r}, 'w') as go:\n    go.write('go')\n"
                      "print(ended.wait(90), record.status, '|', record.note)")
     stopped = "" if seen.startswith("True") else kernel.ok("lightning_sweep.stop(wait=False)")
-    assert seen.strip().split(None, 2) == ["True", "running", "| pruned at epoch 0"], (seen, stopped)
+    assert seen.strip().split(None, 2) == ["True", "running", "| pruned at epoch 0"], \
+        (seen, stopped)
     out = kernel.ok("done = lightning_sweep.wait()\n"
                     "print(*[t.status for t in done.trials], done.trials[5].run.status, "
-                    "done.study.trials[5].state.name, 0 in done.study.trials[5].intermediate_values)")
+                    "done.study.trials[5].state.name, "
+                    "0 in done.study.trials[5].intermediate_values)")
     assert out.split() == ["complete"] * 5 + ["pruned", "interrupted", "PRUNED", "True"]
     assert not kernel.children()

@@ -5,9 +5,9 @@ The trials' background runs wake that thread through one queue: their done callb
 ranks are gone: bring its results back, tell the study, free its slot) and rank 0's progress
 events (report the metric at an epoch end, prune, update the table). With ``--background`` the
 pruning decision is made at once on the run's progress thread, under the trial record's lock
-(``_maybe_prune``), so a trial is stopped at its epoch end even while another cell runs. In the foreground
-(``run_sweep``) the cell waits on that queue until the sweep is over; the stop button stops every
-trial, and the trials that ended are kept and bound as after a whole sweep. With
+(``_maybe_prune``), so a trial is stopped at its epoch end even while another cell runs. In the
+foreground (``run_sweep``) the cell waits on that queue until the sweep is over; the stop button
+stops every trial, and the trials that ended are kept and bound as after a whole sweep. With
 ``--background`` the cell returns and ``background`` takes what the queue holds between cells.
 """
 

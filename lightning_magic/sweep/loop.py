@@ -195,10 +195,11 @@ def _wanted(trials: Optional[int], sweep: Sweep, deadline: Optional[float]) -> b
 
 def _maybe_prune(record: one.TrialRecord, metric: str) -> bool:
     """Report its new epoch ends to the trial and stop its run if the pruner says so (True).
-    From any thread: under the record's lock, and never once its end was read (``finish``)."""
+    From any thread: under the record's lock, and never once its ranks are gone (its end is
+    then ``finish``'s, which reports what is left)."""
     with record.lock:
-        if record.stopping or record.run is not None or record.told or \
-                not one.report_epochs(record, metric, prune=True):
+        if record.stopping or record.run is not None or record.told or record.handle.done() \
+                or not one.report_epochs(record, metric, prune=True):
             return False
         record.stopping = True
         record.note = f"pruned at epoch {max(record.reported)}"  # as Lightning names it

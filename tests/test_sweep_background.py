@@ -146,3 +146,60 @@ def test_an_error_that_stops_a_background_sweep_is_raised_by_wait_not_into_anoth
         handle.wait()
     assert ip.user_ns["model"] is handle.trials[0].model, "the best trial's model is bound"
     assert "trial" not in ip.user_ns
+
+
+GATE = '''
+class Gate(pl.Callback):
+    """Rank 0 writes "training" to ``fifo``, then waits until ``release`` is written."""
+
+    def __init__(self, fifo, release):
+        self.fifo, self.release = fifo, release
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            with open(self.fifo, "w") as signal_test:
+                signal_test.write("training\\n")
+            with open(self.release) as wait_here:
+                wait_here.read()
+'''
+
+
+def test_a_background_trial_is_pruned_while_another_cell_runs(kernel, tmp_path):
+    fifo, release = tmp_path / "pruned-trains.fifo", tmp_path / "release.fifo"
+    os.mkfifo(release)
+    trains = fifo_reader(fifo)
+    kernel.ok(GATE + "import os\ncores = os.sched_getaffinity(0)\n"
+              "os.sched_setaffinity(0, {min(cores)})")  # one slot: the trials run in turn
+    # --seed: every trial starts from the same weights; trial 5 (after MedianPruner's five
+    # startup trials, all told by the time it starts) does not learn (lr 0), so its first epoch
+    # is worse than the median there; unpruned it would train far longer than the cell waits
+    cell = (f"gate = Gate({str(fifo)!r}, {str(release)!r}) if trial.number == 5 else None\n"
+            + CELL.replace('Regressor(lr=trial.suggest_float("lr", 1e-3, 1e-1, log=True))',
+                           'Regressor(lr=trial.suggest_float("lr", 1e-2, 1e-1, log=True) '
+                           'if trial.number < 5 else 0.0)')
+            .replace("pl.Trainer(callbacks=[Signals({fifo} if trial.number == {signaller} "
+                     "else None)]",
+                     "pl.Trainer(max_epochs=2 if trial.number < 5 else 100000, "
+                     "callbacks=[gate] if gate else []"))
+    sweep = kernel.execute(f"{HEAD} --trials 6 --pruner median --seed 0\n{cell}")
+    try:
+        assert kernel.reply(sweep)["status"] == "ok"
+    finally:
+        kernel.ok("os.sched_setaffinity(0, cores)")
+    wait_for(trains, "trial 5 never started while the kernel was idle")
+    # this cell lets trial 5 train, then waits for its ranks to be gone: only a prune made
+    # while this cell runs can end them
+    seen = kernel.ok("import threading\nrecord = lightning_sweep.trials[5]\n"
+                     "ended = threading.Event()\n"
+                     "record.handle.add_done_callback(lambda run: ended.set())\n"
+                     f"with open({str(release)!r}, 'w') as go:\n    go.write('go')\n"
+                     "print(ended.wait(90), record.status, '|', record.note)")
+    stopped = "" if seen.startswith("True") else kernel.ok("lightning_sweep.stop(wait=False)")
+    assert seen.strip().split(None, 2) == ["True", "running", "| pruned at epoch 0"], \
+        (seen, stopped)
+    out = kernel.ok("done = lightning_sweep.wait()\n"
+                    "print(*[t.status for t in done.trials], done.trials[5].run.status, "
+                    "done.study.trials[5].state.name, "
+                    "0 in done.study.trials[5].intermediate_values)")
+    assert out.split() == ["complete"] * 5 + ["pruned", "interrupted", "PRUNED", "True"]
+    assert not kernel.children()

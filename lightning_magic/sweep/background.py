@@ -16,6 +16,13 @@ callback on the kernel's event loop, which runs only between cells), and in ``wa
 cell runs against the notebook's namespace, which is then put back as it was: the best trial's
 names reach it once the sweep is over, between cells or at ``wait()``. The table is updated in
 the sweep's cell from the trials' progress threads, while other cells run.
+
+Pruning is the exception: it touches only the study and the trial's run, so it is done on the
+trial's progress thread as rank 0's epoch end arrives (the metric reported to the Optuna trial,
+``should_prune()``, and if so ``stop(wait=False)``; its note says "pruned at epoch N" from then
+on). A pruned trial thus stops at that epoch end even while another cell runs; its end is told
+to the study, its slot freed and the next trial started when the kernel is next idle, at a
+cell's start or end, or at ``wait()``.
 """
 
 from __future__ import annotations

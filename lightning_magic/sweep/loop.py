@@ -3,9 +3,11 @@ told to the study as it comes, always on the kernel's main thread (``SweepLoop``
 
 The trials' background runs wake that thread through one queue: their done callbacks (the run's
 ranks are gone: bring its results back, tell the study, free its slot) and rank 0's progress
-events (report the metric at an epoch end, prune, update the table). In the foreground
-(``run_sweep``) the cell waits on that queue until the sweep is over; the stop button stops every
-trial, and the trials that ended are kept and bound as after a whole sweep. With
+events (report the metric at an epoch end, prune, update the table). With ``--background`` the
+pruning decision is made at once on the run's progress thread, under the trial record's lock
+(``_maybe_prune``), so a trial is stopped at its epoch end even while another cell runs. In the
+foreground (``run_sweep``) the cell waits on that queue until the sweep is over; the stop button
+stops every trial, and the trials that ended are kept and bound as after a whole sweep. With
 ``--background`` the cell returns and ``background`` takes what the queue holds between cells.
 """
 
@@ -132,8 +134,8 @@ class SweepLoop:
             self.error = self.error or record.error
             del self.running[record.number]
             self.free.append(record.slot)
-        elif kind == "validation" and self.flags.pruner != "none":
-            _maybe_prune(record, self.flags.metric)
+        elif kind == "validation" and self.flags.pruner != "none" and self.on_wake is None:
+            _maybe_prune(record, self.flags.metric)  # in the background: done as it came
         self.table.update()
 
     def _listen(self, record: one.TrialRecord) -> None:
@@ -144,8 +146,12 @@ class SweepLoop:
                 self.on_wake(kind)
 
         def on_event(event: dict) -> None:
-            if event.get("kind") in ("step", "validation"):
-                wake(event["kind"])
+            kind = event.get("kind")
+            if kind == "validation" and self.on_wake is not None and \
+                    self.flags.pruner != "none" and _maybe_prune(record, self.flags.metric):
+                self.table.update()  # its note says so while the run stops
+            if kind in ("step", "validation"):
+                wake(kind)
 
         record.handle.add_event_handler(on_event)
         record.handle.add_done_callback(lambda run: wake("end"))
@@ -187,8 +193,15 @@ def _wanted(trials: Optional[int], sweep: Sweep, deadline: Optional[float]) -> b
     return deadline is None or time.monotonic() < deadline
 
 
-def _maybe_prune(record: one.TrialRecord, metric: str) -> None:
-    if not record.stopping and one.report_epochs(record, metric, prune=True):
+def _maybe_prune(record: one.TrialRecord, metric: str) -> bool:
+    """Report its new epoch ends to the trial and stop its run if the pruner says so (True).
+    From any thread: under the record's lock, and never once its ranks are gone (its end is
+    then ``finish``'s, which reports what is left)."""
+    with record.lock:
+        if record.stopping or record.run is not None or record.told or record.handle.done() \
+                or not one.report_epochs(record, metric, prune=True):
+            return False
         record.stopping = True
         record.note = f"pruned at epoch {max(record.reported)}"  # as Lightning names it
-        record.handle.stop(wait=False)  # at the next batch; its end comes as any other
+    record.handle.stop(wait=False)  # at the next batch; its end comes as any other
+    return True

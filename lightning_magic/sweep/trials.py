@@ -10,6 +10,7 @@ on the trial (``output``) rather than shown: the sweep shows one table.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -51,6 +52,9 @@ class TrialRecord:
     reported: set[int] = field(default_factory=set, repr=False)      # epochs told to the trial
     stopping: bool = field(default=False, repr=False)                # pruned, being stopped
     told: bool = field(default=False, repr=False)                    # the study knows its end
+    # held while its epochs are reported and its end is read: the pruning decision of a
+    # --background sweep is made on the run's progress thread, the end on the main thread
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def report(self) -> Any:
@@ -164,10 +168,12 @@ def finish(record: TrialRecord, metric: str) -> None:
     with capture_output() as captured:
         record.handle.join(when="at the end of its trial")
     record.output.append(captured)
-    record.run = run = record.handle.record
-    report_epochs(record, metric)
+    with record.lock:  # no pruning decision of its progress thread comes between
+        record.run = run = record.handle.record
+        report_epochs(record, metric)
+        stopping = record.stopping
     value = (run.metrics or {}).get(metric) if run is not None else None
-    if record.stopping:
+    if stopping:
         record.status = "pruned"
     elif run is not None and run.ok and _finite(value):
         record.status, record.value = "complete", float(value)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .follow import Follower
 from .journal import Journal
+from .journal_reading import MAX_NOTE
 
 
 def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
@@ -42,7 +43,7 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
             launch.published.remove()  # before the journal says the run ended
         last = launch.session.last_checkpoint()
         best = getattr(outcome.worker_output, "best_model_path", None)
-        note = failure_note(outcome)
+        note = failure_note(outcome, launch)
         if note:  # the run's only report where its kernel is gone (a restart)
             held["journal"].write("note", text=note)
         held["journal"].status(outcome.status,
@@ -58,18 +59,13 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
     return detached
 
 
-def failure_note(outcome: Any) -> str:
-    """What ended the ranks, in a line and the end of its traceback ('' when they finished)."""
-    error = outcome.error
-    if error is not None:
-        tail = "\n".join(str(error.traceback).rstrip().splitlines()[-12:])
-        where = f" (and {len(outcome.error_ranks) - 1} more ranks)" \
-            if len(outcome.error_ranks) > 1 else ""
-        return f"{error.exc_type} on rank {error.rank}{where}: {error.message}\n{tail}"[:4000]
-    if outcome.exit_rank is not None:
-        return f"rank {outcome.exit_rank} died without an exception (exit code " \
-               f"{outcome.exitcode}); its last output is in the run folder's output file."
-    if outcome.stalled_rank is not None:
-        stacks = outcome.stacks.get(outcome.stalled_rank, "")
-        return f"rank {outcome.stalled_rank} stalled; its stacks:\n{stacks}"[:4000]
-    return ""
+def failure_note(outcome: Any, launch: Any) -> str:
+    """The failure report the kernel would have shown (``report_for``), with the end of its
+    traceback, within a journal note's size; '' when the ranks finished or were stopped."""
+    if outcome.status in ("finished", "checked", "interrupted"):
+        return ""
+    from ..train.returns.failures import report_for
+
+    report = report_for(outcome, launch)
+    tail = "\n".join((report.traceback or "").rstrip().splitlines()[-12:])
+    return (report.text() + (f"\n\n{tail}" if tail else ""))[:MAX_NOTE]

@@ -23,6 +23,7 @@ MAX_READ = 8 << 20          # bytes read per look
 MAX_FIRST_LOOK = 256 << 20  # bytes read at once when a journal is first opened
 MAX_EVENTS = 100_000        # progress events kept for a redraw
 MAX_METRICS = 512
+MAX_NOTE = 4096             # characters of one note
 MAX_NOTES = 1000
 EVENT_KINDS = ("start", "step", "validation", "end")
 COUNTS = ("epoch", "step", "batch", "samples", "max_epochs", "max_steps", "total_batches",
@@ -156,7 +157,7 @@ class JournalState:
                                                                "pid_started", "started")
                                if _number(record.get(name))})
             self.status = "running"
-        elif kind == "note" and _text(record.get("text")) is not None:
+        elif kind == "note" and _text(record.get("text"), MAX_NOTE) is not None:
             if len(self.notes) < MAX_NOTES:
                 self.notes.append(record["text"])
         elif kind == "event":
@@ -194,7 +195,7 @@ class JournalState:
                              for row in history[:MAX_EVENTS] if isinstance(row, dict)] \
             if isinstance(history, list) else []
         notes = record.get("notes") if isinstance(record.get("notes"), list) else []
-        self.notes += [n for n in notes[:MAX_NOTES] if _text(n) is not None]
+        self.notes += [n for n in notes[:MAX_NOTES] if _text(n, MAX_NOTE) is not None]
         self.result = result
         if _text(record.get("status"), 64) in FINAL:
             self.status = record["status"]

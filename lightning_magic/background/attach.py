@@ -181,26 +181,18 @@ class JournalRun:
 
     def _collect(self) -> None:
         """Once this kernel has read how the run ended: a run that did not end well and left
-        no checkpoint has nothing more to attach to or load, and its report is now here. Its
-        journal goes, with a detached run's output file and its index entry, then its folder if
-        nothing else is in it, as the kernel that started it would have done had it lived."""
+        no checkpoint has nothing more to attach to or load, and its report is now here. It is
+        forgotten (``index.forget``) as the kernel that started it would have done had it lived:
+        the folder only where its journal says the folder is the magic's own."""
         if self._collected or not self.unseen_failure():
             return
-        import contextlib
-
-        from ..train.launch.placement import remove_if_unused
-        from .index import remove
+        from .index import forget
 
         self._collected = True
         journal = self._follower.file.path
-        folder, name = os.path.split(journal)
-        if name != f"{PREFIX}{self.id}{SUFFIX}" or not _IDENT.match(self.id):
+        if os.path.basename(journal) != f"{PREFIX}{self.id}{SUFFIX}" or not _IDENT.match(self.id):
             return  # the journal names another run than its file: it is left as it is
-        for path in (journal, os.path.join(folder, f"output-{self.id}.txt")):
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        remove(self.id)
-        remove_if_unused(folder)
+        forget(journal, self.id, self._state.begin.get("own_folder") is True)
 
     def stop(self, wait: bool = True) -> Optional[JournalRun]:
         """A detached run's stop button, from any kernel: its supervisor asks every rank to

@@ -24,13 +24,12 @@ In the manner of ``concurrent.futures.Future`` (and ipyparallel's ``AsyncResult`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from typing import Any, Optional
 
 from . import index
-from .journal import Journal, history_row
+from .journal import Journal, history_row, own_folder
 from .stop_button import StopButton
 
 
@@ -233,14 +232,7 @@ class BackgroundRun:
                 path and os.path.exists(path) for path in (
                     record.last_model_path, record.best_model_path, session.last_checkpoint())):
             return
-        from ..train.launch.placement import remove_if_unused
-
-        for path in (self.journal.path, os.path.join(session.ckpt_dir, f"output-{self.id}.txt")):
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        index.remove(self.id)
-        if session.fresh_dir and session.flags.ckpt_dir is None:
-            remove_if_unused(session.ckpt_dir)
+        index.forget(self.journal.path, self.id, own_folder(session))
 
     def _tell(self, when: str) -> None:
         from IPython.display import display

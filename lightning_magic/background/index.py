@@ -54,6 +54,21 @@ def remove(run_id: str) -> None:
         os.remove(os.path.join(index_dir(), f"{run_id}.json"))
 
 
+def forget(journal: str, run_id: str, own_folder: bool) -> None:
+    """Drop a run that has nothing to attach to or load: its journal, a detached run's output
+    file beside it and its index entry, then, when the folder is the magic's own (``own_folder``),
+    the folder if nothing else is in it."""
+    from ..train.launch.placement import remove_if_unused
+
+    folder = os.path.dirname(journal)
+    for path in (journal, os.path.join(folder, f"output-{run_id}.txt")):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    remove(run_id)
+    if own_folder:
+        remove_if_unused(folder)
+
+
 def indexed() -> dict[str, str]:
     """``{run id: journal path}`` of every entry that passes the checks above."""
     folder, found = index_dir(), {}

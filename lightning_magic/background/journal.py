@@ -5,7 +5,8 @@ tab, or a new kernel, can redraw and follow it (``attach``).
 each written whole and flushed at once. In the order they come:
 
 - ``begin``: the run (id, call, model, devices, processes, its writer's pid and start time, the
-  kernel, the run folder) and its first status, ``running``;
+  kernel, the run folder and whether that folder is the magic's own) and its first status,
+  ``running``;
 - ``note``: a line the run printed (what the magic decided, and why);
 - ``event``: one of rank 0's progress events, as the live view received it;
 - ``supervisor``: a detached run's supervisor (its pid and start time), the journal's writer
@@ -33,6 +34,12 @@ VERSION = 1
 
 def journal_path(folder: str, run_id: str) -> str:
     return os.path.join(folder, f"{PREFIX}{run_id}{SUFFIX}")
+
+
+def own_folder(session: Any) -> bool:
+    """The run's folder is the magic's own, made for it (no ``--ckpt-dir``, no folder the
+    Trainer or an earlier run named): a run that leaves nothing in it may remove it."""
+    return bool(session.fresh_dir and session.flags.ckpt_dir is None)
 
 
 def history_row(event: dict) -> Optional[dict[str, Any]]:
@@ -78,7 +85,7 @@ class Journal:
                       devices=resolved.describe().split(" · ")[0], pid=pid,
                       pid_started=psutil.Process(pid).create_time(),
                       kernel_id=session.kernel_id, ckpt_dir=session.ckpt_dir,
-                      started=time.time(), status="running")
+                      own_folder=own_folder(session), started=time.time(), status="running")
         for note in launch.notes:
             journal.write("note", text=note)
         return journal

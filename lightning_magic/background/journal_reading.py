@@ -156,6 +156,8 @@ class JournalState:
             self.begin.update({name: record[name] for name in ("world_size", "pid",
                                                                "pid_started", "started")
                                if _number(record.get(name))})
+            if record.get("own_folder") is True:  # the run's folder is the magic's own
+                self.begin["own_folder"] = True
             self.status = "running"
         elif kind == "note" and _text(record.get("text"), MAX_NOTE) is not None:
             if len(self.notes) < MAX_NOTES:

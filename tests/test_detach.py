@@ -173,15 +173,23 @@ def test_a_detached_run_that_fails_after_a_restart_is_listed_until_read_then_lea
     row = next((line for line in kernel.value(listed).splitlines() if line.startswith(ident)),
                None)
     assert row is not None and row.split()[1:4] == ["Breaks", "fit", "failed"]
-    read = kernel.ok(f"import lightning_magic\nfrom lightning_magic.background import index\n"
-                     f"found = lightning_magic.attach({ident!r})\n"
-                     "found.wait(timeout=60)\nprint(found.status, any('broke after the restart'"
-                     f" in note for note in found.notes), {ident!r} in index.indexed())")
-    assert read.split() == ["failed", "True", "False"]
+    read = kernel.execute(f"import lightning_magic\nfrom lightning_magic.background import index"
+                          f"\nfound = lightning_magic.attach({ident!r})\nfound.wait(timeout=60)")
+    failure = kernel.reply(read)  # wait() raises for a failed run, as a BackgroundRun's does
+    assert failure["status"] == "error" and failure["ename"] == "RunFailed", failure
+    shown = "\n".join(failure["traceback"])
+    assert shown.count("\n") < 60, "the failure is shown as a report, not a traceback dump"
+    assert f"run {ident} (fit of Breaks)" in shown and "broke after the restart" in shown
+    assert "What to do" in shown, "the report the kernel would have shown is not there"
+    assert "lightning_run" not in shown, "it names a variable this kernel does not have"
+    after = kernel.ok(f"print(found.status, 'broke after the restart' in found.report, "
+                      f"{ident!r} in index.indexed())")
+    assert after.split() == ["failed", "True", "False"]
     folder = os.path.dirname(journal)
     assert not os.path.exists(journal), "a failed run with no checkpoint kept its journal"
     kept = set(os.listdir(folder)) if os.path.exists(folder) else set()
-    assert kept <= {"run.json", "lightning_logs"}, "only what the run's logger wrote stays, as a failed foreground run's would"
+    assert kept <= {"run.json", "lightning_logs"}, \
+        "only what the run's logger wrote stays, as a failed foreground run's would"
     again = kernel.execute("%lightning_runs")
     assert kernel.reply(again)["status"] == "ok"
     assert ident not in kernel.value(again), "a failure already read is listed again"
@@ -205,7 +213,9 @@ def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
     kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})")
     # the kernel's shutdown ends its children: its own supervision may still have journaled
     # that ("failed"), or the kernel went first ("gone")
-    assert kernel.ok("print(found.wait(timeout=60).status)").strip() in ("gone", "failed")
+    ended = kernel.reply(kernel.execute("found.wait(timeout=60)"))
+    assert ended["status"] == "error" and ended["ename"] == "RunFailed", ended
+    assert kernel.ok("print(found.status)").strip() in ("gone", "failed")
 
 
 def test_a_detached_run_of_a_live_kernel_comes_back_as_any_background_run(kernel):
@@ -245,9 +255,12 @@ def test_a_detached_run_that_stalls_after_a_restart_is_ended_by_its_timeout(kern
     wait_for(training, "the detached run never trained")
     procs = processes_of(int(pid))
     restart(kernel)
-    ended = kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})\n"
-                      "print(found.wait(timeout=240).status)")
-    assert ended.split()[-1] == "timeout"
+    ended = kernel.reply(kernel.execute(f"import lightning_magic\n"
+                                        f"found = lightning_magic.attach({ident!r})\n"
+                                        "found.wait(timeout=240)"))
+    assert ended["status"] == "error" and ended["ename"] == "RunFailed", ended
+    assert "ran past its --timeout" in ended["evalue"] and "`--timeout 8`" in ended["evalue"]
+    assert kernel.ok("print(found.status)").strip() == "timeout"
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"
 

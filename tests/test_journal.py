@@ -197,8 +197,11 @@ def test_a_run_whose_kernel_died_is_gone_for_whoever_attaches(workdir, tmp_path)
         ident = dying.ok("print(run.id)").strip()
         watcher.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})")
         dying.km.shutdown_kernel(now=True)  # killed: it writes no end to the journal
-        out = watcher.ok("found.wait(timeout=120)\nprint(found.status, found.done())")
-        assert out.split() == ["gone", "True"]
+        out = watcher.ok("print(found.join(timeout=120), found.status, found.done())")
+        assert out.split() == ["True", "gone", "True"]
+        waited = watcher.reply(watcher.execute("found.wait()"))  # not finished: it raises
+        assert waited["status"] == "error" and waited["ename"] == "RunFailed", waited
+        assert "went without saying how it ended" in waited["evalue"]
     finally:
         dying.close()
         watcher.close()

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from IPython.core.error import UsageError
 
+from ..train.returns.results import TrainingFailed
 from .journal import PREFIX, SUFFIX
 from .follow import Follower
 from .index import index_dir, indexed
@@ -164,12 +165,20 @@ class JournalRun:
         self._collect()
         return True
 
+    @property
+    def report(self) -> str:
+        """A detached run's failure report, as its kernel would have shown it; '' if none."""
+        return self._latest().failure
+
     def wait(self, timeout: Optional[float] = None) -> JournalRun:
-        """Return once the journal says how the run ended (or its writer is gone)."""
+        """This run, once its journal says how it ended (or its writer is gone); for a run that
+        did not finish or stop, ``RunFailed`` (a ``TrainingFailed``), as a ``BackgroundRun``."""
         if not self._follower.ended.wait(timeout):
             raise TimeoutError(f"run {self.id} ({self.stage} of {self.model_name}) is still "
                                f"running after {timeout} s; it goes on: wait() again")
         self._collect()
+        if self.status not in ("finished", "checked", "interrupted"):
+            raise RunFailed(self)
         return self
 
     def unseen_failure(self) -> bool:
@@ -234,3 +243,19 @@ class JournalRun:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+class RunFailed(TrainingFailed):
+    """``JournalRun.wait()`` of a run that failed, timed out or went without saying how it
+    ended: what its journal says of it, as the kernel that started it would have said."""
+
+    def __init__(self, run: JournalRun) -> None:
+        self.run, self.out, self.lead = run, f"lightning_magic.attach({run.id!r})", "TrainingFailed"
+        how = {"failed": "it failed", "timeout": "it ran past its --timeout (status 'timeout')",
+               "gone": "its process went without saying how it ended: stopped with its kernel, "
+                       "or killed (status 'gone')"}
+        self.detail = f"run {run.id} ({run.stage} of {run.model_name}): " \
+                      f"{how.get(run.status, f'it ended with status {run.status!r}')}."
+        self.detail += (f"\n\n{run.report}" if run.report else
+                        f" Its journal's notes are on {self.out}.notes.")
+        Exception.__init__(self, self.detail)

@@ -45,7 +45,7 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
         best = getattr(outcome.worker_output, "best_model_path", None)
         note = failure_note(outcome, launch)
         if note:  # the run's only report where its kernel is gone (a restart)
-            held["journal"].write("note", text=note)
+            held["journal"].write("note", text=note, failure=True)
         held["journal"].status(outcome.status,
                                last_model_path=last if last and os.path.exists(last) else None,
                                best_model_path=str(best) if best else None)
@@ -66,6 +66,13 @@ def failure_note(outcome: Any, launch: Any) -> str:
         return ""
     from ..train.returns.failures import report_for
 
+    import dataclasses
+
     report = report_for(outcome, launch)
     tail = "\n".join((report.traceback or "").rstrip().splitlines()[-12:])
+    # read in a later kernel, where no result variable holds the traceback: its end is here
+    steps = [step for step in report.what_to_do if ".traceback`" not in step]
+    if tail:
+        steps.append("The end of the rank's traceback is below.")
+    report = dataclasses.replace(report, what_to_do=steps)
     return (report.text() + (f"\n\n{tail}" if tail else ""))[:MAX_NOTE]

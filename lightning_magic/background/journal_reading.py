@@ -135,6 +135,7 @@ class JournalState:
         self.begin: dict[str, Any] = {}
         self.status = "unknown"       # "running" once begun, then the ranks' end
         self.notes: list[str] = []
+        self.failure = ""             # a detached run's failure report, written by its supervisor
         self.events: list[dict] = []
         self.rows: list[dict] = []
         self.metrics: dict[str, float] = {}
@@ -162,6 +163,8 @@ class JournalState:
         elif kind == "note" and _text(record.get("text"), MAX_NOTE) is not None:
             if len(self.notes) < MAX_NOTES:
                 self.notes.append(record["text"])
+            if record.get("failure") is True:
+                self.failure = record["text"]
         elif kind == "event":
             event = clean_event(record.get("event"))
             if event is not None:

@@ -27,7 +27,10 @@ The fits other than S1w / B1w run before anything in the kernel uses torch's Ope
 plain ddp_notebook rank forked after that can wait forever for the pool's threads (the magic is
 built not to), so no two-rank plain run comes after it.
 
-    python bench/cell_trainer.py [--repeats 3] [--steps 2000] [--samples 200000]
+  paired   S1 / B1 again from N more pairs of fits side by side (--pairs N): the median of
+           the pairs' ratios, of wall time and of the training thread's CPU time per step
+
+    python bench/cell_trainer.py [--repeats 3] [--steps 2000] [--samples 200000] [--pairs 0]
 """
 
 from __future__ import annotations
@@ -69,9 +72,10 @@ class Tiny(pl.LightningModule):
         if self.global_rank != 0:
             return
         if batch_idx == 0:
-            self._first = time.perf_counter()
+            self._first, self._cpu = time.perf_counter(), time.thread_time()
         elif batch_idx == self.trainer.num_training_batches - 1:
             _mark("fit", step=(time.perf_counter() - self._first) / batch_idx,
+                  cpu=(time.thread_time() - self._cpu) / batch_idx,
                   threads=torch.get_num_threads())
 
     def training_step(self, batch, batch_idx):
@@ -149,6 +153,7 @@ class Bench:
         self.seconds: dict[str, list[float]] = {}   # cell start -> cell end
         self.kernel_cpu: dict[str, list[float]] = {}  # CPU the kernel's own threads used
         self.inside: dict[str, list[float]] = {}    # what rank 0 measured in its loop
+        self.cpu: dict[str, list[float]] = {}       # its training thread's CPU, per step
         self.threads: dict[str, set[int]] = {}
         self.notes: dict[str, list[str]] = {}
 
@@ -166,6 +171,7 @@ class Bench:
         self.seconds.setdefault(key, []).append(elapsed)
         self.kernel_cpu.setdefault(key, []).append(cpu)
         self.inside.setdefault(key, []).append(values[inside])
+        self.cpu.setdefault(key, []).append(values.get("cpu"))
         self.threads.setdefault(key, set()).add(values["threads"])
         if cell.startswith("%%lightning_train") and mark == "fit":
             self.notes[key] = [note for note in self.shell.user_ns["lightning_run"].notes
@@ -182,11 +188,33 @@ class Bench:
         return "/".join(str(n) for n in sorted(self.threads[key]))
 
 
+def paired(bench: Bench, magic: str, plain: str, pairs: int) -> str:
+    """S1 / B1 as the median of ``pairs`` ratios of two fits run one after the other (which goes
+    first alternates), so that a machine's drift between runs cancels in each ratio: per step
+    of wall time, and of the training thread's CPU time (what other processes' load shifts
+    least). The quartiles beside each median say how far the pairs spread."""
+    if pairs <= 0:
+        return ""
+    for turn in range(pairs):
+        for key, cell in (("S1", magic), ("B1", plain))[::1 if turn % 2 == 0 else -1]:
+            bench.time_cell(key, cell, "fit", "step")
+    lines = [f"S1 / B1 in {pairs} pairs of fits: median (quartiles)"]
+    for kind, what in (("inside", "wall time per step"), ("cpu", "thread CPU per step")):
+        ratios = sorted(s / b for s, b in zip(getattr(bench, kind)["S1"],
+                                              getattr(bench, kind)["B1"]))
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        lines.append(f"| {what} | {statistics.median(ratios):.3f} | "
+                     f"({quartiles[0]:.3f}–{quartiles[2]:.3f}) |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps per fit")
     parser.add_argument("--samples", type=int, default=200000, help="samples to predict")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="then this many more S1 and B1 fits side by side (see paired)")
     args = parser.parse_args()
 
     from IPython.testing.globalipapp import start_ipython
@@ -211,7 +239,8 @@ def main() -> None:
                "magic --devices 2"),
         "S2q": (magic2 + quiet + FIT.format(hardware="", data="tiny_two", model="Tiny", batch=4),
                 "magic --devices 2 --progress none"),
-        "B2": (FIT.format(hardware=ddp, data="tiny_two", model="Tiny", batch=4), "plain ddp_notebook, devices=2"),
+        "B2": (FIT.format(hardware=ddp, data="tiny_two", model="Tiny", batch=4),
+               "plain ddp_notebook, devices=2"),
         "S1": (magic1 + "\n" + FIT.format(hardware="", data="tiny_one", model="Tiny", batch=4),
                "magic --devices 1"),
         "S1q": (magic1 + quiet + FIT.format(hardware="", data="tiny_one", model="Tiny", batch=4),
@@ -242,6 +271,7 @@ def main() -> None:
                 bench.time_cell(key, cell, mark, inside)
 
     measure(fits, "fit", "step")
+    pairs = paired(Bench(shell, marks), fits["S1"][0], fits["B1"][0], args.pairs)
     measure(predicts, "predict", "loop")
     assert shell.run_cell(KERNEL_COMPUTES).success
     measure(after_kernel, "fit", "step")
@@ -265,6 +295,9 @@ def main() -> None:
         cell = bench.median(magic) / bench.median(plain)
         print(f"| {magic} / {plain} | {step:.3f} | | {cell:.3f} | | |")
     print()
+    if pairs:
+        print(pairs)
+        print()
     print(f"predict: {args.samples} samples, MLP 64-512-512-16, batch 500")
     print("| run | samples / s (cell) | cell s | min–max | rank 0 loop s | torch threads |")
     print("|---|---:|---:|---:|---:|---:|")

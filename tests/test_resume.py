@@ -184,3 +184,27 @@ def test_the_summary_names_epochs_as_the_checkpoints_do(shell, no_orphans):
     assert run_.progress_text().startswith("epoch 2/2 · ")
     assert "epoch 2/2" in repr(run_) and "epoch 2/2" in run_._repr_html_()
     assert not live_children()
+
+
+def test_a_checkpoint_torch_will_not_load_says_how_to_load_it_as_lightning_allows(shell,
+                                                                                  no_orphans):
+    # a learning rate computed with NumPy is a numpy.float64 in last.ckpt's optimizer state,
+    # which torch.load(weights_only=True) refuses: in plain Lightning too
+    assert shell.run_cell(
+        "import numpy as np\nclass NumpyLr(Reg):\n    def configure_optimizers(self):\n"
+        "        optimizer = torch.optim.SGD(self.parameters(), lr=0.05)\n"
+        "        return [optimizer], [torch.optim.lr_scheduler.LambdaLR(\n"
+        "            optimizer, lambda epoch: np.cos(0.1 * epoch))]").success
+    run(shell, "--accelerator cpu --devices 1 --max-epochs 2", f"model = NumpyLr()\n{LOADERS}")
+    resume = "--accelerator cpu --devices 2 --max-epochs 3 --resume last"
+    result, _ = run(shell, resume, f"model = NumpyLr()\n{LOADERS}", ok=False)
+    report = shell.user_ns["lightning_run"].report
+    assert report is not None and report.title == "Checkpoint not loaded on every rank", report
+    text = report.text()
+    assert "holds a `numpy." in text and "weights_only=False" in text
+    assert "--devices 1" not in text, "advice for a failure that depends on the ranks"
+    # what it says to do works
+    resumed, _ = run(shell, resume, f"model = NumpyLr()\n{LOADERS}\ntrainer = pl.Trainer()\n"
+                     "trainer.fit(model, train_loader, val_loader, weights_only=False)")
+    assert resumed.result.ok and resumed.result.epochs == 3
+    assert not live_children()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from . import cuda, data, distributed, hooks, names, processes, tensors
+from . import checkpoints, cuda, data, distributed, hooks, names, processes, tensors
 from .clues import DEVICES_FLAG, Clues, on_ranks
 from .frames import user_frame_from_traceback
 from .report import KINDS, Failure, Report
@@ -37,6 +37,7 @@ _EXCEPTIONS = (
     *hooks.RULES,
     names.name_error,
     *tensors.RULES,
+    *checkpoints.RULES,
     distributed.process_group,
     processes.exited,  # sys.exit() in the user's code
 )

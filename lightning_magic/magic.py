@@ -172,7 +172,7 @@ class LightningMagics(Magics):
         for run in runs:
             run.stop(wait=False)
         for run in runs:
-            run.join()
+            run.join(when="at %lightning_stop")  # the note says where the results came back
         return RunList(runs)
 
     @line_magic

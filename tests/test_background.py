@@ -112,8 +112,9 @@ def test_the_live_view_updates_in_its_own_cell_while_another_cell_runs(kernel, t
 def test_the_stop_button_during_another_cell_interrupts_that_cell_not_the_run(kernel, tmp_path):
     training, hold = tmp_path / "training.fifo", tmp_path / "hold.fifo"
     began = fifo_reader(training)
-    kernel.ok(f"{ENDLESS}\nmodel = Beacon({str(training)!r})\n"
-              "run = pl.Trainer().fit(model, loader)")
+    origin = kernel.execute(f"{ENDLESS}\nmodel = Beacon({str(training)!r})\n"
+                            "run = pl.Trainer().fit(model, loader)")
+    assert kernel.reply(origin)["status"] == "ok"
     wait_for(began, "the background run never trained")
     os.mkfifo(hold)
     inside = fifo_reader(tmp_path / "inside.fifo")  # the cell's code itself runs: no race
@@ -125,6 +126,8 @@ def test_the_stop_button_during_another_cell_interrupts_that_cell_not_the_run(ke
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     assert kernel.ok("print(run.status, run.done())").split() == ["running", "False"]
     assert "interrupted" in kernel.ok("%lightning_stop all\nprint(run.status)")
+    told = "".join(m["content"]["text"] for m in kernel.of(origin, "stream"))
+    assert "its state in the Trainer (at %lightning_stop)." in told, told
 
 
 def test_a_call_on_a_trainer_whose_run_goes_on_waits_for_it_or_with_no_wait_is_refused(

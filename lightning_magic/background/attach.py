@@ -158,8 +158,9 @@ class JournalRun:
         fraction, text = progress.fraction(), " · ".join(progress.position())
         return f"{text} ({fraction:.0%})" if fraction is not None and text else text
 
-    def join(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the journal to say how the run ended; False when ``timeout`` ran out."""
+    def join(self, timeout: Optional[float] = None, when: str = "") -> bool:
+        """Wait for the journal to say how the run ended; False when ``timeout`` ran out.
+        (``when`` as a ``BackgroundRun``'s: a run on disk brings nothing into this kernel.)"""
         if not self._follower.ended.wait(timeout):
             return False
         self._collect()

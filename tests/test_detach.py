@@ -278,3 +278,59 @@ def test_a_detached_run_is_stopped_with_its_checkpoint_once_it_has_run_its_timeo
     assert "stalled" not in title, "no rank stalled: the run reached its bound"
     gone, left = psutil.wait_procs(alive(procs), timeout=60)
     assert not left, f"processes outlived the timeout: {[p.pid for p in left]}"
+
+
+def test_a_detached_run_from_a_kernel_that_computed_with_its_openmp_pool_trains(kernel):
+    # the kernel's pool is live (a notebook that looked at its data): the supervisor, a fork of
+    # the kernel, must not wait for pool threads that did not come across the fork
+    kernel.ok("import torch\nx = torch.randn(512, 512) @ torch.randn(512, 512)")
+    out = kernel.ok(f"{DETACHED} --max-epochs 1\nmodel = Beacon()\n"
+                    "run = pl.Trainer().fit(model, loader)\nprint(run.detached.pid)")
+    procs = processes_of(int(out.split()[-1]))
+    try:
+        ended = kernel.reply(kernel.execute("done = run.wait(timeout=120)\n"
+                                            "print(done.status, done.global_step > 0)"))
+        assert ended["status"] == "ok", (ended.get("ename"), ended.get("evalue"))
+    finally:
+        for proc in alive(procs):  # a hung supervisor has left the kernel's session
+            proc.kill()
+    gone, left = psutil.wait_procs(alive(procs), timeout=60)
+    assert not left, f"processes outlived the run: {[p.pid for p in left]}"
+
+
+def test_a_detached_run_that_fails_after_a_restart_with_a_checkpoint_is_listed_until_read(
+        kernel, tmp_path):
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)
+    kernel.ok("class BreaksLater(Gate):\n    def training_step(self, batch, batch_idx):\n"
+              "        if self.global_step == 20:  # in epoch 1, after epoch 0's checkpoint\n"
+              "            raise RuntimeError('broke in epoch 1')\n"
+              "        return super().training_step(batch, batch_idx)")
+    out = kernel.ok(f"{DETACHED} --max-epochs 3\nmodel = BreaksLater("
+                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
+                    "run = pl.Trainer().fit(model, loader)\n"
+                    "print(run.id, run.detached.pid, run.journal.path)")
+    ident, pid, journal = out.split()[-3:]
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    gate.write_text("go")  # rank 0 goes on, through epoch 0's checkpoint, to step 20
+    gone, left = psutil.wait_procs(alive(procs), timeout=120)
+    assert not left, f"processes outlived the failed run: {[p.pid for p in left]}"
+
+    listed = kernel.execute("%lightning_runs")
+    assert kernel.reply(listed)["status"] == "ok"
+    row = next((line for line in kernel.value(listed).splitlines() if line.startswith(ident)),
+               None)
+    assert row is not None and row.split()[1:4] == ["BreaksLater", "fit", "failed"], \
+        "a run that failed after its kernel went is not listed"
+    read = kernel.reply(kernel.execute(f"import lightning_magic\nfound = lightning_magic.attach("
+                                       f"{ident!r})\nfound.wait(timeout=60)"))
+    assert read["status"] == "error" and read["ename"] == "RunFailed", read
+    assert "broke in epoch 1" in read["evalue"]
+    loaded = kernel.ok("fresh = Beacon()\nprint(os.path.basename(found.load_into(fresh)))")
+    assert loaded.split()[-1] == "last.ckpt"
+    assert os.path.isfile(journal), "the journal of a run with a checkpoint to load went"
+    again = kernel.execute("%lightning_runs")
+    assert kernel.reply(again)["status"] == "ok"
+    assert ident not in kernel.value(again), "a failure already read is listed again"

@@ -61,8 +61,8 @@ def on_disk(ident: str, cwd: Optional[str] = None, show: bool = True) -> Journal
 def running_elsewhere(cwd: Optional[str] = None) -> list[JournalRun]:
     """The runs on disk that are not this kernel's and whose journal's writer is still there
     (another kernel's, or a detached run that outlived its kernel), and the detached runs that
-    failed after their kernel went, leaving no checkpoint, until a kernel has read how
-    (``wait()``): for ``%lightning_runs``."""
+    failed after their kernel went, until a kernel has read how (``wait()``): for
+    ``%lightning_runs``."""
     from .follow import writer_alive
     from .runs import RUNS
 
@@ -70,7 +70,7 @@ def running_elsewhere(cwd: Optional[str] = None) -> list[JournalRun]:
     found = [JournalRun(Follower(path)) for run_id, path in journals(cwd).items()
              if run_id not in mine]
     return [run for run in found if (not run._state.ended and writer_alive(run._state.begin))
-            or (run._state.detached and run._state.ended and run.unseen_failure())]
+            or run.unread_failure()]
 
 
 def _root(cwd: Optional[str]) -> str:
@@ -189,20 +189,37 @@ class JournalRun:
         return (state.ended or self.done()) and state.status not in ("finished", "checked") \
             and self.last_model_path is None and self.best_model_path is None
 
+    def unread_failure(self) -> bool:
+        """A detached run that did not finish, ended after its kernel went (no kernel brought
+        its results back: its journal has no result), and no kernel has read it since."""
+        state = self._latest()
+        return state.detached and state.ended and not state.result and (
+            self.unseen_failure() or state.status not in ("finished", "checked", "interrupted"))
+
     def _collect(self) -> None:
         """Once this kernel has read how the run ended: a run that did not end well and left
         no checkpoint has nothing more to attach to or load, and its report is now here. It is
         forgotten (``index.forget``) as the kernel that started it would have done had it lived:
-        the folder only where its journal says the folder is the magic's own."""
-        if self._collected or not self.unseen_failure():
+        the folder only where its journal says the folder is the magic's own. A failed run
+        with a checkpoint keeps its journal, to load from, with a result record added: read."""
+        if self._collected or not (self.unseen_failure() or self.unread_failure()):
             return
         from .index import forget
+        from .journal import Journal
 
         self._collected = True
         journal = self._follower.file.path
         if os.path.basename(journal) != f"{PREFIX}{self.id}{SUFFIX}" or not _IDENT.match(self.id):
             return  # the journal names another run than its file: it is left as it is
-        forget(journal, self.id, self._state.begin.get("own_folder") is True)
+        if self.unseen_failure():
+            forget(journal, self.id, self._state.begin.get("own_folder") is True)
+            return
+        if os.path.islink(journal):
+            return  # a journal is a file the magic wrote, never a link to one elsewhere
+        read = Journal(journal)
+        read.write("result", status=self.status, metrics=self.metrics, history=[], notes=[],
+                   last_model_path=self.last_model_path, best_model_path=self.best_model_path)
+        read.close()
 
     def stop(self, wait: bool = True) -> Optional[JournalRun]:
         """A detached run's stop button, from any kernel: its supervisor asks every rank to

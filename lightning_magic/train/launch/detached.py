@@ -43,7 +43,10 @@ class Detached:
     def __init__(self, launcher: Any, function: Callable, args: Any, kwargs: Any, trainer: Any,
                  launch: Any, presses: Any, on_start: Callable[[int], list],
                  on_end: Callable[[Outcome], None]) -> None:
+        from .openmp import release_pool
+
         self._reader, writer = mp.get_context("fork").Pipe(duplex=False)
+        release_pool()  # the supervisor cannot: the pool's threads stay here (see openmp)
         first = os.fork()
         if first == 0:  # pragma: no cover - the first child: leave the session, fork, exit
             try:

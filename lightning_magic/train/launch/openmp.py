@@ -9,16 +9,30 @@ too many, and each parallel op runs about twice as slow as the same op in the ke
 before the fork (OpenMP 5.0's ``omp_pause_resource_all``, the pool's threads end), the count is
 the kernel's main thread alone, the rank starts its pool as plain Lightning's first parallel op
 does, and the kernel starts a new one at its next. The number of threads is not changed.
+
+A forked process never releases: the pool it would pause is its parent's, whose threads did not
+come across the fork, and pausing waits for them forever. So a detached run's supervisor (a
+fork of the kernel, which forks the ranks in turn) finds the pool released by the kernel, which
+releases it before forking the supervisor as before forking ranks.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from typing import Optional
 
 _log = logging.getLogger(__name__)
+_FORKED = [False]  # set in a forked child: what it knows of a pool is its parent's
+
+
+def _forked() -> None:
+    _FORKED[0] = True
+
+
+os.register_at_fork(after_in_child=_forked)
 
 OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: threads end, the runtime stays initialized
 # Intel's and LLVM's runtimes (libiomp5, libomp) start afresh in a forked child on their own
@@ -42,8 +56,9 @@ def loaded_gomp() -> Optional[str]:
 def release_pool() -> bool:
     """End the calling thread's OpenMP worker threads (called just before the fork, in the
     thread that forks); True when the runtime did. A runtime that cannot (not loaded, too old,
-    inside a parallel region) keeps its pool, and the ranks work as before."""
-    if "torch" not in sys.modules:  # nothing has started a pool
+    inside a parallel region) keeps its pool, and the ranks work as before; so does a forked
+    process (see the module's docstring)."""
+    if "torch" not in sys.modules or _FORKED[0]:  # nothing has started a pool, or not ours
         return False
     path = loaded_gomp()
     if path is None:

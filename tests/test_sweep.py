@@ -240,6 +240,11 @@ def test_trials_on_disjoint_slots_run_at_the_same_time(shell, tmp_path, no_orpha
     done, _ = sweep(shell, "--trials 2", cell, head=SWEEP1)
     assert done.slots >= 2
     assert [t.status for t in done.trials] == ["complete", "complete"]
+    # side by side, each trial's process computes with its share of the cores, not all of them
+    share = max(1, usable_cores() // done.slots)
+    said = f"Each rank computed with {share} CPU thread{'s' if share > 1 else ''} "
+    assert all(any(said in note for note in t.run.notes) for t in done.trials), \
+        [t.run.notes for t in done.trials]
 
 
 def test_the_stop_button_stops_the_running_trials_and_keeps_the_ended_ones(shell, no_orphans):

@@ -63,7 +63,7 @@ def test_accelerator_cpu_ignores_the_gpus(make_fake_nvml, pci_order):
 
     make_fake_nvml(gpus(4))
     cut = slots(1, "cpu")
-    assert cut == [Slot("cpu", "1")] * max(1, usable_cores())
+    assert cut == [Slot("cpu", "1", 1)] * max(1, usable_cores())
     assert all(slot.accelerator == "cpu" for slot in slots(2, "cpu"))
 
 

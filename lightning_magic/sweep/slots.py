@@ -1,6 +1,9 @@
 """Where trials run: the machine's devices cut into disjoint slots of ``--devices-per-trial``
 each, one trial a slot at a time. GPUs go in CUDA order (slot 0 is GPU 0..D-1); without GPUs (or
-with ``--accelerator cpu``) a slot is D CPU processes, and there are cores // D slots."""
+with ``--accelerator cpu``) a slot is D CPU processes, and there are cores // D slots; each of
+its processes computes with its share of the cores (``threads``: cores // (D x slots), at least
+one), as Lightning gives each of several processes its share, so that trials side by side do
+not spin more OpenMP threads than there are cores."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from IPython.core.error import UsageError
 class Slot:
     accelerator: str  # "cpu" or "gpu"
     devices: str      # the --devices of a trial in it: "2" (CPU processes) or "0,1" (GPUs)
+    threads: int = 0  # torch threads of each CPU process (0: Lightning's choice, on GPUs)
 
     def describe(self) -> str:
         if self.accelerator == "gpu":
@@ -33,7 +37,9 @@ def slots(per_trial: int, accelerator: Optional[str]) -> list[Slot]:
                          f"({reason or 'NVML sees none'}); leave out --accelerator to sweep on "
                          "CPU processes.")
     if not gpus:
-        return [Slot("cpu", str(per_trial))] * max(1, usable_cores() // per_trial)
+        cores = usable_cores()
+        count = max(1, cores // per_trial)
+        return [Slot("cpu", str(per_trial), max(1, cores // (per_trial * count)))] * count
     if len(gpus) < per_trial:
         raise UsageError(f"%%lightning_sweep --devices-per-trial {per_trial}: this kernel sees "
                          f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}; ask for at most "

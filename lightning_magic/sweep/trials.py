@@ -95,6 +95,7 @@ def start(context: Context, study: Any, slot: Slot, records: list[TrialRecord],
                              context.train_func)
     prepared = train.prepare(opts, shell, context.cell, context.cuda_watch,
                              kernel_id=context.kernel_id)  # raises before a trial is asked
+    prepared.cpu_threads = slot.threads or None  # its share of the cores (see slots)
     trial = study.ask()
     record = TrialRecord(number=trial.number, trial=trial, slot=slot)
     records.append(record)

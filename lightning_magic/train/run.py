@@ -32,6 +32,7 @@ class Prepared:
     before: dict[str, int] = field(default_factory=dict)  # the namespace before the cell
     runner: Any = None  # the cell's Trainers' calls run through it (``--background``)
     claim: Any = None   # before a foreground call: waits for what a background run holds
+    cpu_threads: Optional[int] = None  # torch threads of each rank (a sweep trial's share)
 
     @property
     def cell_number(self) -> int:

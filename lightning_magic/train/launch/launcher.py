@@ -33,7 +33,7 @@ from ..ranks.errors import error_record
 from ..ranks.loggers import continue_logs
 from ..ranks.rank import WarningCollector, prepare_rank_process
 from ..ranks.sharded import mesh_shape, settle_metrics
-from .openmp import release_pool
+from .openmp import rank_threads, release_pool
 from .placement import own_folder_warnings
 from .supervision import Outcome, RankError, address_in_use, end_ranks
 from .supervision_loop import supervise
@@ -243,10 +243,9 @@ class NotebookLauncher:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # stack dumps: main thread
         try:
             from lightning.fabric.utilities import move_data_to_device
-            from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
 
-            if self._strategy.num_processes > 1:  # as Lightning does for several processes
-                _set_num_threads_if_needed(num_processes=self._strategy.num_processes)
+            rank_threads(getattr(self.session.prepared, "cpu_threads", None),
+                         self._strategy.num_processes)
             self._strategy._launcher = None  # inside a rank nothing launches again
             if self._strategy.num_processes == 1:  # several: Lightning's reset_seed, as in DDP
                 random.setstate(self._python_random)

@@ -1,4 +1,5 @@
-"""The kernel's OpenMP thread pool, given back before the ranks are forked.
+"""The kernel's OpenMP thread pool, given back before the ranks are forked, and how many threads
+each rank computes with (``rank_threads``).
 
 GNU OpenMP (libgomp, which torch's Linux wheels ship) keeps one count of the threads it manages
 for the whole process and spins a worker only while that count fits the CPUs; past it, a worker
@@ -70,3 +71,17 @@ def release_pool() -> bool:
         return False
     pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
     return pause(OMP_PAUSE_SOFT) == 0
+
+
+def rank_threads(threads: Optional[int], processes: int) -> None:
+    """A rank's torch threads: ``threads`` where its launch gives it a share of the cores (a
+    sweep's trial beside others), else Lightning's choice for several processes (cores // N,
+    unless ``OMP_NUM_THREADS`` says), else the kernel's, as plain Lightning in one process."""
+    import torch
+    from lightning.fabric.utilities.distributed import _set_num_threads_if_needed
+
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    elif processes > 1:
+        _set_num_threads_if_needed(num_processes=processes)

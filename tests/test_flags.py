@@ -331,3 +331,10 @@ def test_detach_goes_with_background():
     with pytest.raises(UsageError, match=r"^--detach is for --background runs: add "
                                          r"--background or drop it\.$"):
         parse("--detach")
+
+
+def test_a_value_given_to_a_flag_that_takes_none_says_to_write_it_alone():
+    with pytest.raises(UsageError) as info:
+        parse("--background=yes")
+    assert str(info.value) == ("%%lightning_train: --background takes no value (it was given "
+                               "'yes'): write --background alone.")

@@ -184,6 +184,11 @@ def test_a_metric_no_trial_logs_stops_the_sweep_after_the_first_and_says_what_wa
     ("--trials 2 --metric val_loss --devices 2",
      "%%lightning_sweep sets --devices itself for every trial; use --devices-per-trial D."),
     ("--trials 2 --metric val_loss --max-epochz 2", "unrecognized arguments: --max-epochz 2"),
+    ("--trails 2 --metric val_loss",
+     "%%lightning_sweep: unrecognized arguments: --trails 2; did you mean --trials?"),
+    ("--trials 2 --metric val_loss --background=maybe",
+     "%%lightning_sweep: --background takes no value (it was given 'maybe'): write --background "
+     "alone."),
     ("--trials 2 --metric val_loss --resume",
      "%%lightning_sweep --resume continues the study kept in a journal file: give --storage FILE"),
     ("--trials 2 --metric val_loss --resume last --storage s.journal",

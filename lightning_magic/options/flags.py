@@ -8,7 +8,7 @@ that names the flag, the value given and what is allowed.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -224,20 +224,21 @@ def declare(func: Callable) -> Callable:
     return func
 
 
-def parse(line: str, magic_func: Callable) -> TrainFlags:
-    """Parse and validate the flags of a ``%%lightning_train`` line (quotes as in a shell)."""
+def parse(line: str, magic_func: Callable, also: Sequence[str] = ()) -> TrainFlags:
+    """Parse and validate the flags of a ``%%lightning_train`` line (quotes as in a shell);
+    ``also``: the flags of a magic that hands it the rest of its line, named in suggestions."""
     try:
         parser = magic_func.parser
         parser.allow_abbrev = False  # --max-epoch is a typo to name, not --max-epochs
         try:
             args, extras = parser.parse_known_args(check.split_line(line))
         except UsageError as exc:
-            if str(exc).startswith("%%lightning_train"):
-                raise
-            raise UsageError(f"%%lightning_train: {exc}") from None
+            text = check.no_value_given(str(exc))
+            raise UsageError(text if text.startswith("%%lightning_train")
+                             else f"%%lightning_train: {text}") from None
         if extras:
             declared = [o for a in parser._actions for o in a.option_strings]
-            raise check.unknown_words(extras, declared)
+            raise check.unknown_words(extras, [*declared, *also])
         return from_namespace(vars(args))
     except UsageError as exc:
         raise UsageError(check.one_line(str(exc))) from None

@@ -55,6 +55,20 @@ def split_line(line: str) -> list[str]:
     return words
 
 
+_NO_VALUE = re.compile(r"argument (--[\w-]+): ignored explicit argument (.*)$")
+
+
+def no_value_given(message: str) -> str:
+    """argparse's words for a value given to a flag that takes none (``--background=yes``),
+    said as what to write instead."""
+    found = _NO_VALUE.search(message)
+    if found is None:
+        return message
+    flag = found.group(1)
+    return (message[:found.start()] + f"{flag} takes no value (it was given "
+            f"{found.group(2)}): write {flag} alone.")
+
+
 def unknown_words(extras: list[str], declared: Iterable[str]) -> UsageError:
     """The error for words the parser did not take, with the nearest declared flag."""
     declared = list(declared)

@@ -98,9 +98,11 @@ def parse(line: str, magic_func: Callable, train_func: Callable) -> SweepFlags:
         try:
             args, rest = parser.parse_known_args(words)
         except UsageError as exc:
-            raise UsageError(f"{NAME}: {_reworded(exc)}") from None
+            raise UsageError(_reworded(UsageError(check.no_value_given(str(exc))))) from None
+        # the words it does not know first: a misspelt --trials is named as such
+        given = train_flags.parse(shlex.join(rest), train_func, also=[
+            o for a in parser._actions for o in a.option_strings if o.startswith("--")])
         flags = _validated(vars(args), tuple(rest))
-        given = train_flags.parse(shlex.join(rest), train_func)
         _check_not_owned(given)
         return replace(flags, accelerator=None if given.accelerator == "auto"
                        else given.accelerator)

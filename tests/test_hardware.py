@@ -104,6 +104,8 @@ def test_missing_gpu_index_lists_the_gpus_there_are():
     ("gpu:0", "cpu", TWO, ["--accelerator is cpu"]),
     ("gpu:0", "auto", TWO, []),  # valid: GPU 0 alone
     ("0", "auto", TWO, ["selects nothing", "gpu:0"]),
+    ("0", "cpu", TWO, ["selects nothing: give a number of CPU processes of at least 1"]),
+    ("0", "auto", [], ["selects nothing: give a number of CPU processes of at least 1"]),
     ("", "auto", TWO, ["selects nothing"]),
     ("gpu:", "auto", TWO, ["'gpu:'"]),
     ("0,0", "auto", TWO, ["twice"]),

@@ -170,6 +170,9 @@ def select(spec: str, accelerator: str, gpus: Sequence[Gpu], no_gpu_reason: str,
     if _is_int(text):
         count = int(text)
         if count == 0 or count < -1:
+            if accelerator == "cpu" or (accelerator == "auto" and not gpus):
+                raise UsageError(f"--devices {spec!r} selects nothing: give a number of CPU "
+                                 "processes of at least 1, for example --devices 2.")
             hint = " (to use GPU 0 alone, write --devices gpu:0)" if count == 0 else ""
             raise UsageError(f"--devices {spec!r} selects nothing{hint}: give a count of at least "
                              "1, -1 for every GPU, or GPU numbers such as 0,1.")

@@ -6,7 +6,8 @@ through ``readings``, mapped to ``CUDA_VISIBLE_DEVICES``). A bad value is a one-
 ``UsageError`` that names the flag, repeats the value and says what is allowed.
 
 - ``flags``: the declarations (``%%lightning_train?``) and ``TrainFlags``, the parsed line;
-  ``values``: one check per kind of value; ``combinations``: flags that do not go
+  ``values``: one check per kind of value; ``words``: reading the line's words and naming
+  those no parser took; ``combinations``: flags that do not go
   together; ``names``: Lightning's one spelling of accelerators
   and precisions.
 - ``devices``: the GPUs this kernel may use, in CUDA's order, and what ``--devices`` selects;

@@ -62,7 +62,9 @@ def test_a_background_sweep_returns_while_its_trials_train_and_stop_ends_every_o
                            CELL.format(fifo=repr(str(fifo)), signaller=0))
     reply = kernel.reply(sweep)
     assert reply["status"] == "ok", (reply.get("ename"), reply.get("evalue"))
-    assert kernel.value(sweep).startswith("SweepRun sweep-")
+    shown = kernel.value(sweep)
+    assert shown.startswith("SweepRun sweep-") and ": running, 0 of 6 trials ended, " in shown
+    assert "Sweep of" not in shown, "the running trials are counted twice"
     now = kernel.ok("print(lightning_sweep.status, lightning_sweep.done(), 'model' in dir(), "
                     "'trial' in dir(), len(lightning_sweep.trials))").split()
     assert now[:4] == ["running", "False", "False", "False"], "the best is bound only at the end"

@@ -260,7 +260,12 @@ class SweepRun:
         raise AttributeError(name)
 
     def __repr__(self) -> str:
-        return f"SweepRun {self.id}: {self.status}, {self.progress()}; {self._loop.sweep!r}"
+        sweep = self._loop.sweep
+        best = sweep.best_record()
+        shown = f"; best so far: trial {best.number}, {sweep.metric} {best.value:.6g}" \
+            if best is not None and self._loop.running else f"; {sweep!r}" \
+            if not self._loop.running else ""
+        return f"SweepRun {self.id}: {self.status}, {self.progress()}{shown}"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

@@ -182,6 +182,7 @@ def test_a_detached_run_that_fails_after_a_restart_is_listed_until_read_then_lea
     assert f"run {ident} (fit of Breaks)" in shown and "broke after the restart" in shown
     assert "What to do" in shown, "the report the kernel would have shown is not there"
     assert "lightning_run" not in shown, "it names a variable this kernel does not have"
+    assert "In [N] is the cell's number in the kernel that started the run" in shown
     after = kernel.ok(f"print(found.status, 'broke after the restart' in found.report, "
                       f"{ident!r} in index.indexed())")
     assert after.split() == ["failed", "True", "False"]

@@ -74,5 +74,9 @@ def failure_note(outcome: Any, launch: Any) -> str:
     steps = [step for step in report.what_to_do if ".traceback`" not in step]
     if tail:
         steps.append("The end of the rank's traceback is below.")
-    report = dataclasses.replace(report, what_to_do=steps)
+    happened = report.what_happened
+    if "In [" in report.text():  # read after a restart, where In [N] is another cell
+        happened += ("\nIn [N] is the cell's number in the kernel that started the run, as the "
+                     "notebook shows it until that cell runs again.")
+    report = dataclasses.replace(report, what_happened=happened, what_to_do=steps)
     return (report.text() + (f"\n\n{tail}" if tail else ""))[:MAX_NOTE]

@@ -331,6 +331,11 @@ def test_a_detached_run_that_fails_after_a_restart_with_a_checkpoint_is_listed_u
     assert "broke in epoch 1" in read["evalue"]
     loaded = kernel.ok("fresh = Beacon()\nprint(os.path.basename(found.load_into(fresh)))")
     assert loaded.split()[-1] == "last.ckpt"
+    # it failed before saying which checkpoint was best: the error names those it saved
+    best = kernel.reply(kernel.execute("found.load_into(fresh, which='best')"))
+    assert best["status"] == "error" and best["ename"] == "UsageError", best
+    assert "names no best checkpoint" in best["evalue"]
+    assert "epoch=0-step=16.ckpt" in best["evalue"], best["evalue"]
     assert os.path.isfile(journal), "the journal of a run with a checkpoint to load went"
     again = kernel.execute("%lightning_runs")
     assert kernel.reply(again)["status"] == "ok"

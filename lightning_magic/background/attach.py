@@ -251,8 +251,9 @@ class JournalRun:
         checkpoint's path. Read with ``weights_only=True``: nothing in the file is executed."""
         from .weights import load_into
 
-        return load_into(model, self.last_model_path if which == "last" else
-                         self.best_model_path, which, self.id)
+        last = self.last_model_path
+        return load_into(model, last if which == "last" else self.best_model_path, which,
+                         self.id, os.path.dirname(last) if last else self.ckpt_dir)
 
     def __repr__(self) -> str:
         where = self.progress()

@@ -198,7 +198,8 @@ class BackgroundRun:
         record = self.record
         path = None if record is None else \
             record.last_model_path if which == "last" else record.best_model_path
-        return load_into(model, path, which, self.id)
+        last = None if record is None else record.last_model_path
+        return load_into(model, path, which, self.id, last and os.path.dirname(last))
 
     def deliver(self, when: str) -> None:
         """The ended run's results into the kernel's model and Trainer, and its summary into the

@@ -21,7 +21,7 @@ from ..train.returns.results import TrainingFailed
 from .journal import PREFIX, SUFFIX
 from .follow import Follower
 from .index import index_dir, indexed
-from .journal_reading import JournalState
+from .journal_reading import ENDED_WELL, JournalState
 
 _IDENT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -178,7 +178,7 @@ class JournalRun:
             raise TimeoutError(f"run {self.id} ({self.stage} of {self.model_name}) is still "
                                f"running after {timeout} s; it goes on: wait() again")
         self._collect()
-        if self.status not in ("finished", "checked", "interrupted"):
+        if self.status not in ENDED_WELL:
             raise RunFailed(self)
         return self
 
@@ -194,7 +194,7 @@ class JournalRun:
         its results back: its journal has no result), and no kernel has read it since."""
         state = self._latest()
         return state.detached and state.ended and not state.result and (
-            self.unseen_failure() or state.status not in ("finished", "checked", "interrupted"))
+            self.unseen_failure() or state.status not in ENDED_WELL)
 
     def _collect(self) -> None:
         """Once this kernel has read how the run ended: a run that did not end well and left
@@ -202,7 +202,8 @@ class JournalRun:
         forgotten (``index.forget``) as the kernel that started it would have done had it lived:
         the folder only where its journal says the folder is the magic's own. A failed run
         with a checkpoint keeps its journal, to load from, with a result record added: read."""
-        if self._collected or not (self.unseen_failure() or self.unread_failure()):
+        unseen = self.unseen_failure()
+        if self._collected or not (unseen or self.unread_failure()):
             return
         from .index import forget
         from .journal import Journal
@@ -211,7 +212,7 @@ class JournalRun:
         journal = self._follower.file.path
         if os.path.basename(journal) != f"{PREFIX}{self.id}{SUFFIX}" or not _IDENT.match(self.id):
             return  # the journal names another run than its file: it is left as it is
-        if self.unseen_failure():
+        if unseen:
             forget(journal, self.id, self._state.begin.get("own_folder") is True)
             return
         if os.path.islink(journal):

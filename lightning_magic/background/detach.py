@@ -8,12 +8,13 @@ the run ends; the kernel no longer writes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 from .follow import Follower
 from .journal import Journal
-from .journal_reading import MAX_NOTE
+from .journal_reading import ENDED_WELL, MAX_NOTE
 
 
 def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
@@ -62,11 +63,9 @@ def start(run: Any, function: Any, args: Any, kwargs: Any) -> Any:
 def failure_note(outcome: Any, launch: Any) -> str:
     """The failure report the kernel would have shown (``report_for``), with the end of its
     traceback, within a journal note's size; '' when the ranks finished or were stopped."""
-    if outcome.status in ("finished", "checked", "interrupted"):
+    if outcome.status in ENDED_WELL:
         return ""
     from ..train.returns.failures import report_for
-
-    import dataclasses
 
     report = report_for(outcome, launch)
     tail = "\n".join((report.traceback or "").rstrip().splitlines()[-12:])

@@ -196,9 +196,8 @@ class BackgroundRun:
         from .weights import load_into
 
         record = self.record
-        path = None if record is None else \
-            record.last_model_path if which == "last" else record.best_model_path
         last = None if record is None else record.last_model_path
+        path = last if which == "last" else None if record is None else record.best_model_path
         return load_into(model, path, which, self.id, last and os.path.dirname(last))
 
     def deliver(self, when: str) -> None:

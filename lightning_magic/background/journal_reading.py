@@ -29,6 +29,7 @@ EVENT_KINDS = ("start", "step", "validation", "end")
 COUNTS = ("epoch", "step", "batch", "samples", "max_epochs", "max_steps", "total_batches",
           "batch_size", "world_size", "replicas", "time")
 FINAL = ("finished", "failed", "interrupted", "timeout", "checked")
+ENDED_WELL = ("finished", "checked", "interrupted")  # trained, checked, or stopped as asked
 
 
 def _number(value: Any) -> bool:

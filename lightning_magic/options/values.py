@@ -18,7 +18,7 @@ from typing import Optional, Union
 from IPython.core.error import UsageError
 
 # the line's words, read where its values are checked (``check.split_line`` and the rest)
-from .words import no_value_given, one_line, split_line, unknown_words  # noqa: F401
+from .words import NUMBER, no_value_given, one_line, split_line, unknown_words  # noqa: F401
 
 LARGEST_INT = 2**63 - 1
 MAX_DURATION_S = 365 * 86400
@@ -29,7 +29,6 @@ STORAGE_UNDER_SYSTEM = ("/dev/shm",)
 IPYTHON_NAMES = frozenset({"get_ipython", "In", "Out", "exit", "quit", "_", "__", "___",
                            "_i", "_ii", "_iii", "_ih", "_oh", "_dh"})
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-_REAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _IPYTHON_HISTORY = re.compile(r"_i?[0-9]+")
 _NEGATED = {"inference_mode": "--no-inference-mode",
             "use_distributed_sampler": "--no-distributed-sampler"}
@@ -102,7 +101,7 @@ def real(flag: str, value: Optional[str], *, minimum: float = 0.0, exclusive: bo
     if value is None:
         return None
     text = str(value).strip()
-    number = float(text) if _REAL.fullmatch(text) else math.nan
+    number = float(text) if NUMBER.fullmatch(text) else math.nan
     if not math.isfinite(number) or number < minimum or (exclusive and number == minimum):
         bound = f"greater than {minimum:g}" if exclusive else f"at least {minimum:g}"
         raise UsageError(f"{flag} {value!r} must be a finite number {bound} (for example 1.5).")
@@ -120,7 +119,7 @@ def count_or_fraction(flag: str, value: Optional[str], *,
     text = str(value).strip()
     if re.fullmatch(r"[0-9]+", text) and int(text) <= LARGEST_INT and (allow_zero or int(text)):
         return int(text)
-    fraction = float(text) if _REAL.fullmatch(text) else math.nan
+    fraction = float(text) if NUMBER.fullmatch(text) else math.nan
     if math.isfinite(fraction) and (0.0 < fraction <= 1.0 or (allow_zero and fraction == 0.0)):
         return fraction
     raise UsageError(
@@ -136,7 +135,7 @@ def duration(flag: str, value: Optional[str]) -> Optional[str]:
     text = str(value).strip()
     parts = text.split(":")
     total = math.nan
-    if len(parts) == 1 and _REAL.fullmatch(text):
+    if len(parts) == 1 and NUMBER.fullmatch(text):
         total = float(text)
     elif len(parts) in (3, 4) and all(re.fullmatch(r"[0-9]{1,12}", p) for p in parts):
         days, hours, minutes, seconds = [0] * (4 - len(parts)) + [int(p) for p in parts]

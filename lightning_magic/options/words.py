@@ -10,7 +10,7 @@ from typing import Iterable, Optional
 
 from IPython.core.error import UsageError
 
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def one_line(message: str) -> str:
@@ -54,7 +54,7 @@ def unknown_words(extras: list[str], declared: Iterable[str]) -> UsageError:
     declared = list(declared)
     shown = " ".join(repr(w) if not w or not w.isprintable() or " " in w else w for w in extras)
     flags_given = [w.split("=", 1)[0] for w in extras if w.startswith("-") and len(w) > 1
-                   and not _NUMBER.fullmatch(w)]
+                   and not NUMBER.fullmatch(w)]
     for given in flags_given:
         near = _nearest(given, declared)
         if near:
@@ -70,4 +70,3 @@ def _nearest(given: str, declared: list[str]) -> Optional[str]:
     score, _, name = max((difflib.SequenceMatcher(None, given, n).ratio(), -i, n)
                          for i, n in enumerate(declared))
     return name if score >= 0.6 else None
-

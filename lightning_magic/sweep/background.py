@@ -260,12 +260,12 @@ class SweepRun:
         raise AttributeError(name)
 
     def __repr__(self) -> str:
-        sweep = self._loop.sweep
+        sweep, head = self._loop.sweep, f"SweepRun {self.id}: {self.status}, {self.progress()}"
+        if not self._loop.running:
+            return f"{head}; {sweep!r}"
         best = sweep.best_record()
-        shown = f"; best so far: trial {best.number}, {sweep.metric} {best.value:.6g}" \
-            if best is not None and self._loop.running else f"; {sweep!r}" \
-            if not self._loop.running else ""
-        return f"SweepRun {self.id}: {self.status}, {self.progress()}{shown}"
+        return head if best is None else \
+            f"{head}; best so far: trial {best.number}, {sweep.metric} {best.value:.6g}"
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

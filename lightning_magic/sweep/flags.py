@@ -98,7 +98,7 @@ def parse(line: str, magic_func: Callable, train_func: Callable) -> SweepFlags:
         try:
             args, rest = parser.parse_known_args(words)
         except UsageError as exc:
-            raise UsageError(_reworded(UsageError(check.no_value_given(str(exc))))) from None
+            raise UsageError(_reworded(check.no_value_given(str(exc)))) from None
         # the words it does not know first: a misspelt --trials is named as such
         given = train_flags.parse(shlex.join(rest), train_func, also=[
             o for a in parser._actions for o in a.option_strings if o.startswith("--")])
@@ -154,8 +154,8 @@ def _check_not_owned(given: Any) -> None:
             raise UsageError(f"{NAME} sets {flag} itself for every trial; use {instead}.")
 
 
-def _reworded(exc: Exception) -> str:
-    """A ``%%lightning_train`` parser's message, as the sweep's."""
-    text = str(exc).replace("%%lightning_train?", f"{NAME}?").replace("%%lightning_train:", "")
+def _reworded(message: object) -> str:
+    """A ``%%lightning_train`` parser's message (an error, or its text), as the sweep's."""
+    text = str(message).replace("%%lightning_train?", f"{NAME}?").replace("%%lightning_train:", "")
     text = text.strip()
     return text if text.startswith(NAME) else f"{NAME}: {text}"

@@ -74,6 +74,45 @@ def processes_of(pid: int) -> list[psutil.Process]:
     return [supervisor] + supervisor.children(recursive=True)
 
 
+def fails_after_a_restart(kernel, tmp_path, name: str, step: int, message: str,
+                          epochs: int) -> tuple[str, str]:
+    """A detached run of ``name`` (a Gate that raises ``message`` at ``step``), started, then
+    its kernel restarted before rank 0 is let on to fail; once every process of it is gone, its
+    id and journal path."""
+    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
+    os.mkfifo(gate)
+    kernel.ok(f"class {name}(Gate):\n    def training_step(self, batch, batch_idx):\n"
+              f"        if self.global_step == {step}:\n"
+              f"            raise RuntimeError({message!r})\n"
+              "        return super().training_step(batch, batch_idx)\n\n"
+              "from lightning_magic.background import index")
+    out = kernel.ok(f"{DETACHED} --max-epochs {epochs}\nmodel = {name}("
+                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
+                    "run = pl.Trainer().fit(model, loader)\n"
+                    "print(run.id, run.detached.pid, run.journal.path, run.id in index.indexed())")
+    ident, pid, journal, indexed = out.split()[-4:]
+    assert indexed == "True" and os.path.isfile(journal)
+    wait_for(training, "the detached run never trained")
+    procs = processes_of(int(pid))
+    restart(kernel)
+    gate.write_text("go")  # rank 0 goes on to ``step``, and raises there
+    gone, left = psutil.wait_procs(alive(procs), timeout=120)
+    assert not left, f"processes outlived the failed run: {[p.pid for p in left]}"
+    return ident, journal
+
+
+def runs_listing(kernel) -> str:
+    """What ``%lightning_runs`` shows in ``kernel``."""
+    msg_id = kernel.execute("%lightning_runs")
+    assert kernel.reply(msg_id)["status"] == "ok"
+    return kernel.value(msg_id)
+
+
+def row_of(listing: str, ident: str):
+    """The row of run ``ident`` in a ``%lightning_runs`` listing, split in words; or None."""
+    return next((line.split() for line in listing.splitlines() if line.startswith(ident)), None)
+
+
 @pytest.fixture
 def kernel(tmp_path):
     kernel = package_kernel(str(tmp_path), SETUP)
@@ -103,10 +142,8 @@ def test_a_detached_run_survives_a_restart_ends_by_itself_and_its_weights_load(k
     assert card is not None, "the card of a run that trains on went with its kernel"
     assert card["pid"] == int(pid) and card["status"] == "running"
     assert len(card["rank_pids"]) == 2 and set(card["rank_pids"]) <= {p.pid for p in procs}
-    listed = kernel.execute("%lightning_runs")
-    assert kernel.reply(listed)["status"] == "ok"
-    row = next(line for line in kernel.value(listed).splitlines() if line.startswith(ident))
-    assert row.split()[1:4] == ["Gate", "fit", "running"]
+    row = row_of(runs_listing(kernel), ident)
+    assert row is not None and row[1:4] == ["Gate", "fit", "running"]
     kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident[:8]!r})")
     kernel.ok("%%lightning_train --accelerator cpu --devices 1 --max-epochs 1\n"
               "pl.Trainer().fit(Beacon(), loader)")  # its launch cleans up stale launch folders
@@ -147,32 +184,11 @@ def test_a_detached_run_is_stopped_from_the_new_kernel(kernel, tmp_path):
 
 def test_a_detached_run_that_fails_after_a_restart_is_listed_until_read_then_leaves_nothing(
         kernel, tmp_path):
-    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
-    os.mkfifo(gate)
-    kernel.ok("class Breaks(Gate):\n    def training_step(self, batch, batch_idx):\n"
-              "        if self.global_step == 6:\n"
-              "            raise RuntimeError('broke after the restart')\n"
-              "        return super().training_step(batch, batch_idx)\n\n"
-              "from lightning_magic.background import index")
-    out = kernel.ok(f"{DETACHED} --max-epochs 1\nmodel = Breaks("
-                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
-                    "run = pl.Trainer().fit(model, loader)\n"
-                    "print(run.id, run.detached.pid, run.journal.path, run.id in index.indexed())")
-    ident, pid, journal, indexed = out.split()[-4:]
-    assert indexed == "True" and os.path.isfile(journal)
-    wait_for(training, "the detached run never trained")
-    procs = processes_of(int(pid))
-    restart(kernel)
-    gate.write_text("go")  # rank 0 goes on to step 6, and raises there
-    gone, left = psutil.wait_procs(alive(procs), timeout=120)
-    assert not left, f"processes outlived the failed run: {[p.pid for p in left]}"
+    ident, journal = fails_after_a_restart(kernel, tmp_path, "Breaks", 6,
+                                           "broke after the restart", epochs=1)
     assert os.path.isfile(journal), "the failure's only report went before a kernel read it"
-
-    listed = kernel.execute("%lightning_runs")
-    assert kernel.reply(listed)["status"] == "ok"
-    row = next((line for line in kernel.value(listed).splitlines() if line.startswith(ident)),
-               None)
-    assert row is not None and row.split()[1:4] == ["Breaks", "fit", "failed"]
+    row = row_of(runs_listing(kernel), ident)
+    assert row is not None and row[1:4] == ["Breaks", "fit", "failed"]
     read = kernel.execute(f"import lightning_magic\nfrom lightning_magic.background import index"
                           f"\nfound = lightning_magic.attach({ident!r})\nfound.wait(timeout=60)")
     failure = kernel.reply(read)  # wait() raises for a failed run, as a BackgroundRun's does
@@ -191,9 +207,7 @@ def test_a_detached_run_that_fails_after_a_restart_is_listed_until_read_then_lea
     kept = set(os.listdir(folder)) if os.path.exists(folder) else set()
     assert kept <= {"run.json", "lightning_logs"}, \
         "only what the run's logger wrote stays, as a failed foreground run's would"
-    again = kernel.execute("%lightning_runs")
-    assert kernel.reply(again)["status"] == "ok"
-    assert ident not in kernel.value(again), "a failure already read is listed again"
+    assert ident not in runs_listing(kernel), "a failure already read is listed again"
 
 
 def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
@@ -208,9 +222,7 @@ def test_without_detach_a_restart_ends_the_runs_ranks(kernel, tmp_path):
     restart(kernel)
     gone, left = psutil.wait_procs(alive(ranks), timeout=60)
     assert not left, f"processes outlived their kernel: {[p.pid for p in left]}"
-    listed = kernel.execute("%lightning_runs")
-    assert kernel.reply(listed)["status"] == "ok"
-    assert ident not in kernel.value(listed), "a run that ended with its kernel is not listed"
+    assert ident not in runs_listing(kernel), "a run that ended with its kernel is not listed"
     kernel.ok(f"import lightning_magic\nfound = lightning_magic.attach({ident!r})")
     # the kernel's shutdown ends its children: its own supervision may still have journaled
     # that ("failed"), or the kernel went first ("gone")
@@ -301,29 +313,11 @@ def test_a_detached_run_from_a_kernel_that_computed_with_its_openmp_pool_trains(
 
 def test_a_detached_run_that_fails_after_a_restart_with_a_checkpoint_is_listed_until_read(
         kernel, tmp_path):
-    training, gate = fifo_reader(tmp_path / "training.fifo"), tmp_path / "gate.fifo"
-    os.mkfifo(gate)
-    kernel.ok("class BreaksLater(Gate):\n    def training_step(self, batch, batch_idx):\n"
-              "        if self.global_step == 20:  # in epoch 1, after epoch 0's checkpoint\n"
-              "            raise RuntimeError('broke in epoch 1')\n"
-              "        return super().training_step(batch, batch_idx)")
-    out = kernel.ok(f"{DETACHED} --max-epochs 3\nmodel = BreaksLater("
-                    f"{str(tmp_path / 'training.fifo')!r}, {str(gate)!r})\n"
-                    "run = pl.Trainer().fit(model, loader)\n"
-                    "print(run.id, run.detached.pid, run.journal.path)")
-    ident, pid, journal = out.split()[-3:]
-    wait_for(training, "the detached run never trained")
-    procs = processes_of(int(pid))
-    restart(kernel)
-    gate.write_text("go")  # rank 0 goes on, through epoch 0's checkpoint, to step 20
-    gone, left = psutil.wait_procs(alive(procs), timeout=120)
-    assert not left, f"processes outlived the failed run: {[p.pid for p in left]}"
-
-    listed = kernel.execute("%lightning_runs")
-    assert kernel.reply(listed)["status"] == "ok"
-    row = next((line for line in kernel.value(listed).splitlines() if line.startswith(ident)),
-               None)
-    assert row is not None and row.split()[1:4] == ["BreaksLater", "fit", "failed"], \
+    # step 20 is in epoch 1 (16 steps an epoch), after epoch 0's checkpoint
+    ident, journal = fails_after_a_restart(kernel, tmp_path, "BreaksLater", 20,
+                                           "broke in epoch 1", epochs=3)
+    row = row_of(runs_listing(kernel), ident)
+    assert row is not None and row[1:4] == ["BreaksLater", "fit", "failed"], \
         "a run that failed after its kernel went is not listed"
     read = kernel.reply(kernel.execute(f"import lightning_magic\nfound = lightning_magic.attach("
                                        f"{ident!r})\nfound.wait(timeout=60)"))
@@ -337,6 +331,4 @@ def test_a_detached_run_that_fails_after_a_restart_with_a_checkpoint_is_listed_u
     assert "names no best checkpoint" in best["evalue"]
     assert "epoch=0-step=16.ckpt" in best["evalue"], best["evalue"]
     assert os.path.isfile(journal), "the journal of a run with a checkpoint to load went"
-    again = kernel.execute("%lightning_runs")
-    assert kernel.reply(again)["status"] == "ok"
-    assert ident not in kernel.value(again), "a failure already read is listed again"
+    assert ident not in runs_listing(kernel), "a failure already read is listed again"

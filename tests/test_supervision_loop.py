@@ -276,3 +276,31 @@ def test_a_stall_dumps_every_stack_and_names_the_stalled_rank(tmp_path, no_orpha
     assert "barrier" in outcome.stacks[0] and "users_stuck_loop" in outcome.stacks[1]
     # rank 0's heartbeat is the older one; its stack says it waits inside torch for rank 1
     assert outcome.stalled_rank == 1
+
+
+# -- the shared state on its own ---------------------------------------------------------------
+
+def test_a_finished_training_batch_is_a_heartbeat(tmp_path):
+    # a training batch counts itself and reads no clock: the watcher's look that finds the count
+    # moved on is the rank's sign of life, and one that finds it where it was is not
+    control = RunControl(2, str(tmp_path))
+    beaten = control.heartbeat[0]
+    assert control.last_sign(0, beaten + 50) == beaten  # no batch yet: the heartbeat alone
+    control.batch_done(0)
+    assert control.last_sign(0, beaten + 100) == beaten + 100
+    assert control.last_sign(0, beaten + 200) == beaten + 100  # no batch since
+    control.batch_done(0)
+    assert control.last_sign(0, beaten + 300) == beaten + 300
+    assert control.last_sign(1, beaten + 300) == control.heartbeat[1]  # the other rank's own
+    control.reset_stop()  # a new launch counts from 0 again, its heartbeats new
+    assert control.last_sign(0, beaten + 400) == control.heartbeat[0]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_a_rank_stops_after_the_batch_the_stop_was_agreed_at(tmp_path, world_size):
+    control = RunControl(world_size, str(tmp_path))
+    counted = control.batch_counter(0)
+    assert [counted() for _ in range(3)] == [False] * 3
+    control.request_stop()  # rank 0 is the furthest: every rank stops after batch 4
+    assert counted() is True
+    assert control._batches[0] == 4

@@ -236,17 +236,21 @@ class Logged(Regressor):
         self.log("train_loss", loss, on_step=True, on_epoch=True)
         self.log("step_only", loss * 2)
         self.log("epoch_only", loss * 3, on_step=False, on_epoch=True)
+        if batch_idx >= 5:  # a value first logged part-way through the epoch
+            self.log("late", loss * 4)
         return loss
 
 
 class Seen(pl.Callback):
     def __init__(self):
-        self.rows = []
+        self.rows, self.late = [], []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         metrics = trainer.callback_metrics
         self.rows.append([trainer.global_step, float(metrics["train_loss_step"]),
                           float(metrics["step_only"])])
+        if trainer.current_epoch == 0:
+            self.late.append(float(metrics["late"]) if "late" in metrics else None)
 
 
 seen = Seen()
@@ -274,6 +278,7 @@ class Dispatched(pl.Callback):
                                   and callable(getattr(cb, hook, None))]
         self.first_magic = next(type(cb).__name__ for cb in trainer.callbacks
                                 if isinstance(cb, magic_callbacks.MAGIC_CALLBACKS))
+        self.magic = [type(cb).__name__ for cb in trainer.callbacks[1:]]
 
 
 dispatched = Dispatched()
@@ -284,14 +289,17 @@ trainer.fit(Regressor(), DataLoader(dataset, batch_size=4), DataLoader(dataset, 
 
 
 def test_the_magics_callbacks_cost_a_batch_one_hook_call(shell, no_orphans):
-    # Lightning enters a profiler context for every callback a hook is called on; the magic's
-    # per-batch work (history, events, heartbeat and stop) is one call a batch, behind the
-    # cell's own callbacks, and the run still records, reports and stops as before
+    # Lightning looks every hook up on every callback and enters a profiler context for each
+    # it calls; the magic's per-batch work (history, events, heartbeat and stop) is one callback
+    # in the Trainer and one call a batch, behind the cell's own callbacks, and the run still
+    # records, reports and stops as before
     result, _ = train(shell, "--accelerator cpu --devices 1", DISPATCH_CELL)
     callers = shell.user_ns["dispatched"].callers
-    assert callers == {"on_train_batch_start": [], "on_train_batch_end": ["BatchHooks"],
-                       "on_validation_batch_end": ["BatchHooks"]}
-    assert shell.user_ns["dispatched"].first_magic == "BatchHooks"
+    assert callers == {"on_train_batch_start": [], "on_train_batch_end": ["RunCallbacks"],
+                       "on_validation_batch_end": ["RunCallbacks"]}
+    assert shell.user_ns["dispatched"].first_magic == "RunCallbacks"
+    assert shell.user_ns["dispatched"].magic == ["RunCallbacks", "ModelCheckpoint",
+                                                 "LastCheckpoint"]
     run = result.result
     assert [row["step"] for row in run.history if row["stage"] == "train"] == [1, 2, 3, 4]
     assert run.status == "finished"
@@ -306,6 +314,8 @@ def test_history_holds_every_steps_logged_values_as_callback_metrics_gave_them(s
     assert [[row["step"], row["train_loss_step"], row["step_only"]] for row in train_rows] == \
         shell.user_ns["seen"].rows
     assert len(train_rows) == 600 and not any("epoch_only" in row for row in train_rows)
+    late = [row.get("late") for row in train_rows if row["epoch"] == 0]
+    assert late == shell.user_ns["seen"].late and late[:5] == [None] * 5 and None not in late[5:]
     stages = [row["stage"] for row in run.history]
     first_epoch_end = stages.index("epoch")
     assert stages[:first_epoch_end] == ["train"] * 300

@@ -183,9 +183,7 @@ def _callbacks(space: ModuleType, user: dict[str, Any], session: Any,
         notes.append("Trainer(enable_checkpointing=False): no checkpoint is written, so "
                      "--resume last and the stop button's checkpoint have none to use.")
     monitor, mode = flags.monitor, flags.mode or "min"
-    per_batch = (callbacks.HistoryRecorder(), callbacks.EventReporter(session),
-                 callbacks.RunSupervisor(session, check=flags.check))
-    magic = [callbacks.BatchHooks(*per_batch), *per_batch]
+    magic = [callbacks.run_callbacks(session, check=flags.check)]
     has_checkpoint = any(isinstance(cb, space.callbacks.Checkpoint) for cb in own)
     if has_checkpoint and monitor is not None:
         notes.append(f"--monitor {monitor} is for the magic's default checkpoint; the cell's "

@@ -1,16 +1,19 @@
 """State shared by the kernel and its forked ranks, made before the fork.
 
 A stop flag the kernel sets on interrupt (agreed through shared memory, not a collective), a
-heartbeat per rank for the stall watchdog, the rank 0 -> kernel event pipe, and a folder where
-each rank leaves its output, its stack when asked (SIGUSR1) and its crash dump.
+heartbeat per rank for the stall watchdog (a finished training batch counts as one), the rank 0
+-> kernel event pipe, and a folder where each rank leaves its output, its stack when asked
+(SIGUSR1) and its crash dump.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import multiprocessing as mp
 import os
 import time
+from typing import Callable
 
 
 class RunControl:
@@ -35,6 +38,8 @@ class RunControl:
         self.stack_dir = stack_dir
         # rank 0 -> kernel: progress events for the live view (see ProgressReporter)
         self.progress_reader, self.progress_writer = ctx.Pipe(duplex=False)
+        # the watcher's side: each rank's batch count at its last look, and when it changed
+        self._looked: dict[int, tuple[int, float]] = {}
 
     def request_stop(self) -> None:
         with self._lock:
@@ -49,6 +54,7 @@ class RunControl:
             self._stop_at.value = 0
             for rank in range(self.world_size):
                 self._batches[rank] = 0
+        self._looked.clear()
         self.beat_all()
 
     def beat_all(self) -> None:
@@ -65,8 +71,33 @@ class RunControl:
             stop_at = self._stop_at.value
         return stop_at != 0 and done >= stop_at
 
+    def batch_counter(self, rank: int) -> Callable[[], bool]:
+        """``batch_done`` for ``rank``, as one call with nothing to look up: a tiny CPU step
+        pays for each lookup. A lone rank has no other rank to agree its stop batch with, so it
+        counts without the lock; it stops at the first batch end that finds a stop asked for
+        at or before it."""
+        if self.world_size > 1:
+            return functools.partial(self.batch_done, rank)
+        batches, stop_at = self._batches, self._stop_at
+
+        def done() -> bool:
+            count = batches[0] = batches[0] + 1
+            return stop_at.value != 0 and count >= stop_at.value
+        return done
+
     def beat(self, rank: int) -> None:
         self.heartbeat[rank] = time.monotonic()
+
+    def last_sign(self, rank: int, now: float) -> float:
+        """When the rank last showed life, on the watcher's clock: its heartbeat, or the first
+        look (``now``) that found it further in its training batches. A training batch records
+        its count (``batch_done``) and no time, which keeps a clock read out of every step; so
+        a rank that trains is seen alive to within the watcher's interval between looks."""
+        count = self._batches[rank]
+        looked = self._looked.get(rank)
+        if looked is None or looked[0] != count:
+            looked = self._looked[rank] = (count, now if count else float("-inf"))
+        return max(self.heartbeat[rank], looked[1])
 
     def stack_file(self, rank: int) -> str:
         return os.path.join(self.stack_dir, f"rank-{rank}.stack")

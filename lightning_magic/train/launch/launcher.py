@@ -299,10 +299,11 @@ class NotebookLauncher:
 
     def get_extra_results(self, trainer: Any) -> dict[str, Any]:
         extra = super().get_extra_results(trainer)  # type: ignore[misc]
-        history = next((cb.rows for cb in trainer.callbacks
-                        if isinstance(cb, callbacks.HistoryRecorder)), [])
-        supervisor = next((cb for cb in trainer.callbacks
-                           if isinstance(cb, callbacks.RunSupervisor)), None)
+        ours = next((cb for cb in trainer.callbacks if isinstance(cb, callbacks.RunCallbacks)),
+                    None)
+        recorder = ours.part(callbacks.HistoryRecorder) if ours is not None else None
+        history = recorder.rows if recorder is not None else []
+        supervisor = ours.part(callbacks.RunSupervisor) if ours is not None else None
         last = next((cb.path for cb in trainer.callbacks
                      if isinstance(cb, callbacks.LastCheckpoint)), None)
         extra.update(

@@ -157,7 +157,7 @@ def _drain_errors(watch: _Watch, errors: Any) -> None:
 
 def _stalled_rank(watch: _Watch, timeout: float, now: float) -> Optional[int]:
     alive = [rank for rank, _ in watch.running.values()]
-    ages = {rank: now - watch.control.heartbeat[rank] for rank in alive}
+    ages = {rank: now - watch.control.last_sign(rank, now) for rank in alive}
     stale = {rank: age for rank, age in ages.items() if age > timeout}
     return max(stale, key=stale.get) if stale else None
 

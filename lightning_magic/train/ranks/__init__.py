@@ -7,7 +7,8 @@ of the kernel's side: it imports no other room of train/.
   rank reports of an exception its code raised.
 - ``callbacks``: the Lightning callbacks the magic adds (events, heartbeat and stop,
   ``last.ckpt``); ``history``: the logged values by step (``TrainingRun.history``); ``hooks``:
-  per-batch hooks a callback does not use, skipped; ``saving``: checkpoints written atomically.
+  the magic's callbacks as one callback in the Trainer, and hooks a callback does not use,
+  skipped; ``saving``: checkpoints written atomically.
 - ``loggers``: a logger across a Trainer's launches; ``setups``: a data module's setup history,
   replayed; ``predictions``: predict's batches shared by the ranks, and merged back in order.
 - ``sharded``: model_parallel and FSDP runs (strategy, notes, gathering full weights).

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from .history import HistoryRecorder, scalar_metrics
-from .hooks import BatchHooks, skip_idle_batch_hooks
+from .hooks import RunCallbacks, skip_idle_batch_hooks
 from .saving import save_atomically, short_error
 
 
@@ -43,28 +43,34 @@ class RunSupervisor(Callback):
         self.stop_error: Optional[str] = None   # why it could not be written
         self._batches = 0
         self._loss_every = 1
-        skip_idle_batch_hooks(self)
+        self._batch_done: Any = None  # RunControl.batch_counter, once in the rank
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
         self.control.beat(trainer.global_rank)
 
     def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU.
-        self._loss_every = 1 if trainer.strategy.root_device.type == "cpu" else 50
+        # Reading the loss on a GPU waits for it; look every 50 batches there, every batch on CPU
+        # (and with --check, which reports it).
+        cpu = trainer.strategy.root_device.type == "cpu"
+        self._loss_every = 1 if cpu or self.check else 50
         if self.check:
             self.check_results = _check_collectives(trainer)
 
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        # what every batch needs, looked up once: a tiny CPU step pays for each lookup
+        self._batch_done = self.control.batch_counter(trainer.global_rank)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.control.beat(trainer.global_rank)
+        # a finished batch is the watchdog's heartbeat too (RunControl.last_sign)
         self._batches += 1
-        if self._batches % self._loss_every == 0 or self.check:
+        if self._batches % self._loss_every == 0:
             loss = _loss_of(outputs)
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLoss(f"the training loss is {loss} at step {trainer.global_step} "
                                     f"(epoch {trainer.current_epoch}, batch {batch_idx})")
             if self.check and loss is not None:
                 self.check_results["loss"] = loss
-        if self.control.batch_done(trainer.global_rank):
+        if self._batch_done():
             self._save_stop_checkpoint(trainer)
             raise StopRequested(f"stopped at step {trainer.global_step}")
 
@@ -111,10 +117,12 @@ def _evaluation_batch_done(control: Any, trainer: Any) -> None:
 
 
 def _loss_of(outputs: Any) -> Optional[float]:
-    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-    if loss is None or not hasattr(loss, "numel") or loss.numel() != 1:
+    loss = outputs.get("loss") if type(outputs) is dict else outputs
+    try:
+        value = loss.item()  # a one-element tensor's number
+    except (AttributeError, RuntimeError, ValueError):
         return None  # manual optimization may return anything
-    return float(loss.item())
+    return value if type(value) is float else None  # only a float can be non-finite
 
 
 def _check_collectives(trainer: Any) -> dict[str, Any]:
@@ -137,7 +145,7 @@ class EventReporter(Callback):
         self._last_sent = 0.0
         self._samples = 0
         self._replicas = 1
-        skip_idle_batch_hooks(self)
+        self._leader = False
 
     def _send(self, trainer: Any, event: dict[str, Any]) -> None:
         if trainer.global_rank != 0:
@@ -150,7 +158,7 @@ class EventReporter(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         total = trainer.num_training_batches
-        self._replicas = data_replicas(trainer)
+        self._replicas, self._leader = data_replicas(trainer), trainer.global_rank == 0
         self._send(trainer, {
             "kind": "start", "max_epochs": trainer.max_epochs,
             "max_steps": trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None,
@@ -162,7 +170,7 @@ class EventReporter(Callback):
             "threads": torch_threads()})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        if trainer.global_rank != 0:
+        if not self._leader:
             return
         self._samples += _batch_length(batch) * self._replicas
         now = time.monotonic()
@@ -253,7 +261,12 @@ def last_checkpoint(space: Any, link: Any) -> LastCheckpoint:
     return _LAST[space.__name__](link)
 
 
-MAGIC_CALLBACKS = (BatchHooks, HistoryRecorder, RunSupervisor, EventReporter, LastCheckpoint)
+def run_callbacks(link: Any, check: bool = False) -> RunCallbacks:
+    """History, events, and the heartbeat and stop protocol, as one callback (see hooks)."""
+    return RunCallbacks(HistoryRecorder(), EventReporter(link), RunSupervisor(link, check=check))
+
+
+MAGIC_CALLBACKS = (RunCallbacks, LastCheckpoint)
 
 
 def torch_threads() -> int:

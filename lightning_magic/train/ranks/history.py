@@ -8,8 +8,6 @@ from typing import Any, Mapping
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .hooks import skip_idle_batch_hooks
-
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The logged metrics that are single numbers (tensors or not), as Python floats."""
@@ -38,7 +36,9 @@ class HistoryRecorder(Callback):
     def __init__(self) -> None:
         self._rows: list[dict[str, Any]] = []
         self._pending: list[tuple[int, int, dict[str, Any]]] = []  # (epoch, step, tensors)
-        skip_idle_batch_hooks(self)
+        self._logged = StepValues()
+        self._training: Any = None  # the training loop's logged values, and its epoch
+        self._epoch = 0
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -57,10 +57,17 @@ class HistoryRecorder(Callback):
             self._rows.append({"stage": stage, "epoch": trainer.current_epoch,
                                "step": trainer.global_step, **row})
 
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        # what trainer._results gives in a training batch, looked up once, not at every step
+        self._training = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "_results", None)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self._epoch = trainer.current_epoch
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        values = _step_values(trainer)
+        values = self._logged.of(self._training)
         if values:
-            self._pending.append((trainer.current_epoch, trainer.global_step, values))
+            self._pending.append((self._epoch, trainer.global_step, values))
             if len(self._pending) >= self.flush_every:
                 self._flush()
 
@@ -68,10 +75,13 @@ class HistoryRecorder(Callback):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
+        pending = [(epoch, step, {name: value for name, value in values.items() if _scalar(value)})
+                   for epoch, step, values in pending]
         numbers = iter(_as_floats([value for _, _, values in pending for value in values.values()]))
         for epoch, step, values in pending:
-            self._rows.append({"stage": "train", "epoch": epoch, "step": step,
-                               **{name: next(numbers) for name in values}})
+            if values:
+                self._rows.append({"stage": "train", "epoch": epoch, "step": step,
+                                   **{name: next(numbers) for name in values}})
 
     def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not trainer.sanity_checking:
@@ -81,19 +91,40 @@ class HistoryRecorder(Callback):
         self._record(trainer, "epoch")
 
 
-def _step_values(trainer: Any) -> dict[str, Any]:
+class StepValues:
     """The values logged on this training step, by the name ``callback_metrics`` gives them
-    (``name_step`` for a value logged on step and on epoch), as Lightning keeps them: detached
-    tensors, never read back from their device here."""
-    results = getattr(trainer, "_results", None)
-    if results is None:
-        return {}
-    values = {}
-    for _, metric in results.valid_items():
-        cache = metric._forward_cache if metric.meta.on_step else None
-        if isinstance(cache, torch.Tensor) and cache.numel() == 1:
-            values[results._forked_name(metric, True)[1]] = cache.detach()
-    return values
+    (``name_step`` for a value logged on step and on epoch), as Lightning keeps them: tensors
+    never read back from their device here, detached where they were logged with their graph.
+
+    Which of the run's logged values are logged on step, and their names, are worked out again
+    only when the set of logged values changes, not at every step: a tiny CPU step pays for
+    every lookup. Whether each is a one-element tensor is left to the reader (``_scalar``)."""
+
+    def __init__(self) -> None:
+        self._results: Any = None
+        self._size = -1
+        self._on_step: list[tuple[Any, str, bool]] = []  # (metric, name, logged with its graph)
+
+    def of(self, results: Any) -> dict[str, Any]:
+        """The values logged on this step in ``results``, a loop's ``_ResultCollection``."""
+        if results is None:
+            return {}
+        if results is not self._results or len(results) != self._size:
+            self._results, self._size = results, len(results)
+            self._on_step = [(metric, results._forked_name(metric, True)[1],
+                              metric.meta.enable_graph)
+                             for metric in results.values() if metric.meta.on_step]
+        index = results.dataloader_idx
+        values = {}
+        for metric, name, graph in self._on_step:
+            if not metric.has_reset and metric.meta.dataloader_idx == index:
+                cache = metric._forward_cache
+                values[name] = cache.detach() if graph and cache is not None else cache
+        return values
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.numel() == 1
 
 
 def _as_floats(tensors: list[Any]) -> list[float]:

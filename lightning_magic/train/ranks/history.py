@@ -58,8 +58,9 @@ class HistoryRecorder(Callback):
                                "step": trainer.global_step, **row})
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
-        # what trainer._results gives in a training batch, looked up once, not at every step
-        self._training = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "_results", None)
+        # what trainer._results gives in a training batch (the training loop's, while training),
+        # looked up once, not at every step
+        self._training = getattr(trainer, "_results", None)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         self._epoch = trainer.current_epoch
